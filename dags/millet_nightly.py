@@ -1,0 +1,69 @@
+"""
+### millet_nightly
+
+Every night, for the logical date `ds`: ingest each landing channel's drop into bronze, build the
+feature snapshot with dbt, check it with Great Expectations, and publish it through Feast.
+A failed critical quality check stops the run before anything is published.
+
+Wiring only: every task calls a function of the `millet` package, imported inside the task.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from millet.settings import get_settings
+
+_settings = get_settings()  # reads environment variables only; nothing heavy at parse time
+
+
+@dag(
+    dag_id="millet_nightly",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["millet", "features", "credit-risk"],
+    default_args={
+        "retries": _settings.task_retries,
+        "retry_delay": pendulum.duration(seconds=_settings.task_retry_delay_s),
+    },
+)
+def millet_nightly():
+    @task
+    def list_channels() -> list[str]:
+        from millet.contracts import contracts
+
+        return sorted(contracts())
+
+    @task(max_active_tis_per_dagrun=4)
+    def ingest_channel(channel: str, ds: str | None = None) -> dict:
+        from millet.ingest import ingest_channel_day
+
+        return ingest_channel_day(channel, ds)
+
+    @task
+    def build_features(manifests: list[dict], ds: str | None = None) -> dict:
+        from millet.transform import build_features as build
+
+        return build(ds)
+
+    @task
+    def check_features(snapshots: dict, ds: str | None = None) -> dict:
+        from millet.quality import check_features as check
+
+        return check(ds)
+
+    @task
+    def publish_features(quality: dict, ds: str | None = None) -> dict:
+        from millet.serving import publish_features as publish
+
+        return publish(ds)
+
+    manifests = ingest_channel.expand(channel=list_channels())
+    publish_features(check_features(build_features(manifests)))
+
+
+millet_nightly()

@@ -1,0 +1,16 @@
+"""Data contracts: one pyarrow schema per landing channel, the single source of truth for raw fields.
+
+Each field carries its rules in pyarrow field metadata (enum values, range, role), so
+ingestion, the simulator and the docs all read the same declaration.
+"""
+
+from millet.contracts.base import (
+    Contract,
+    FieldRule,
+    bronze_schema,
+    contract_for,
+    contracts,
+    field,
+)
+
+__all__ = ["Contract", "FieldRule", "bronze_schema", "contract_for", "contracts", "field"]

@@ -1,0 +1,95 @@
+"""The contract type and the helpers every channel's schema is written with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+
+Role = Literal["event_id", "event_time", "account", "identifier", "attribute"]
+
+_RULE_KEY = b"millet"
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What a raw field means and what values it may take."""
+
+    role: Role = "attribute"
+    enum: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+
+def field(
+    name: str,
+    type_: pa.DataType,
+    *,
+    nullable: bool = False,
+    role: Role = "attribute",
+    enum: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    doc: str = "",
+) -> pa.Field:
+    rule = {"role": role, "enum": enum, "minimum": minimum, "maximum": maximum, "doc": doc}
+    return pa.field(name, type_, nullable=nullable, metadata={_RULE_KEY: json.dumps(rule).encode()})
+
+
+def rule_of(f: pa.Field) -> FieldRule:
+    raw = json.loads((f.metadata or {}).get(_RULE_KEY, b"{}"))
+    if raw.get("enum") is not None:
+        raw["enum"] = tuple(raw["enum"])
+    return FieldRule(**raw)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A landing channel: its name, version and raw schema."""
+
+    channel: str
+    version: str
+    schema: pa.Schema
+    description: str
+
+    def fields_with_role(self, role: Role) -> list[pa.Field]:
+        return [f for f in self.schema if rule_of(f).role == role]
+
+    @property
+    def event_id(self) -> str:
+        return self.fields_with_role("event_id")[0].name
+
+    @property
+    def event_time(self) -> str:
+        return self.fields_with_role("event_time")[0].name
+
+    @property
+    def account(self) -> str:
+        return self.fields_with_role("account")[0].name
+
+    @property
+    def raw_identifiers(self) -> list[str]:
+        """Fields that must never leave ingestion: the account id and every other identifier."""
+        return [f.name for f in self.schema if rule_of(f).role in ("account", "identifier")]
+
+
+def bronze_schema(contract: Contract) -> pa.Schema:
+    """Bronze = the contract minus raw identifiers, plus the pseudonymous `user_key`."""
+    kept = [f.remove_metadata() for f in contract.schema if f.name not in contract.raw_identifiers]
+    return pa.schema([pa.field("user_key", pa.string(), nullable=False), *kept])
+
+
+def contracts() -> dict[str, Contract]:
+    from millet.contracts import commerce
+
+    return {c.channel: c for c in (commerce.ORDERS,)}
+
+
+def contract_for(channel: str) -> Contract:
+    known = contracts()
+    if channel not in known:
+        raise KeyError(f"unknown channel {channel!r}; known channels: {', '.join(sorted(known))}")
+    return known[channel]

@@ -1,0 +1,28 @@
+"""Write one Hive-style partition so that readers see the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+
+
+def partition_dir(table_dir: Path, day: str) -> Path:
+    return table_dir / f"dt={day}"
+
+
+def write_partition(table: pa.Table, table_dir: Path, day: str) -> Path:
+    """One file per partition, written beside its target and renamed into place (atomic on POSIX)."""
+    target = partition_dir(table_dir, day) / PART_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name does not end in .parquet, so globbing readers never pick it up.
+    tmp = target.with_name(f".{PART_FILE}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    return target

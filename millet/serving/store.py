@@ -1,0 +1,78 @@
+"""Apply the Feast registry, materialize a snapshot online, and read features back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+from millet.settings import Settings, get_settings
+
+DEFAULT_SERVICE = "credit_risk_v1"
+
+
+def store_yaml(settings: Settings) -> Path:
+    name = "feature_store.yaml" if settings.online_store == "sqlite" else f"feature_store.{settings.online_store}.yaml"
+    return settings.feature_repo_dir / name
+
+
+def open_store(settings: Settings | None = None):
+    from feast import FeatureStore
+
+    settings = settings or get_settings()
+    settings.export()
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(settings.feature_repo_dir), fs_yaml_file=store_yaml(settings))
+
+
+def apply_registry(settings: Settings | None = None) -> None:
+    """What `feast apply` does, on the repository in features/ (adds, updates and removes objects)."""
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    settings = settings or get_settings()
+    settings.export()
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    repo = settings.feature_repo_dir
+    config = load_repo_config(repo, store_yaml(settings))
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))  # as `feast apply` does: the repo's files import as top-level modules
+    with _restore_cwd():
+        apply_total(config, repo, skip_source_validation=False)
+
+
+def publish_features(day: str | date, settings: Settings | None = None) -> dict:
+    """Apply the registry and load the as-of `day` snapshot into the online store."""
+    settings = settings or get_settings()
+    apply_registry(settings)
+    stamp = snapshot_timestamp(day)
+    store = open_store(settings)
+    # Snapshots carry exactly one timestamp, so a one-second window selects just this day's rows.
+    store.materialize(start_date=stamp, end_date=stamp + timedelta(seconds=1))
+    return {"as_of": str(day), "snapshot_timestamp": stamp.isoformat(), "online_store": settings.online_store}
+
+
+def online_features(user_key: str, service: str = DEFAULT_SERVICE, settings: Settings | None = None) -> dict:
+    store = open_store(settings)
+    response = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=[{"user_key": user_key}]
+    ).to_dict()
+    return {name: values[0] for name, values in response.items()}
+
+
+def snapshot_timestamp(day: str | date) -> datetime:
+    """The instant the as-of day closes: midnight UTC after it (dbt stamps snapshots the same way)."""
+    day = date.fromisoformat(str(day))
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+
+
+@contextlib.contextmanager
+def _restore_cwd():
+    # Feast's apply chdirs into the repo and imports its files by path relative to the cwd.
+    cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        os.chdir(cwd)

@@ -1,0 +1,156 @@
+"""One typed Settings object that every stage reads; every path derives from it.
+
+Values come from `MILLET_*` environment variables (or a `.env` file). dbt, Feast and
+Airflow never read these variables themselves: `Settings.environ()` exports what each
+tool needs, so a path is spelled in exactly one place.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MILLET_", env_file=".env", extra="ignore")
+
+    data_root: Path = Field(Path(".millet"), description="Landing, bronze, warehouse, snapshots, stores.")
+    secrets_dir: Path = Field(
+        Path.home() / ".config" / "millet",
+        description="Where the demo keeps its generated pseudonymisation key; outside the repo on purpose.",
+    )
+    pseudonym_key: SecretStr | None = Field(
+        None, description="HMAC key for user_key; when unset, a random one is created in secrets_dir."
+    )
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "127.0.0.1:6379,db=0"
+    project: str = Field("millet", description="Feast project name; also the Redis key namespace.")
+
+    demo_start: date = date(2026, 1, 1)
+    demo_days: int = 2
+    demo_users: int = 2_000
+    seed: int = 7
+
+    task_retries: int = Field(2, description="Airflow retries per task (0 in tests: fail fast).")
+    task_retry_delay_s: int = 300
+
+    duckdb_memory_limit: str = "4GB"
+    duckdb_threads: int = 2
+
+    # ---- paths, all under data_root ---------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.data_root.resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def bronze_dir(self) -> Path:
+        return self.root / "bronze"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.root / "truth"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / "warehouse" / "millet.duckdb"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    # ---- code locations, fixed relative to the repository -----------------------------
+    @property
+    def dags_dir(self) -> Path:
+        return REPO_ROOT / "dags"
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return REPO_ROOT / "dbt_project"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return REPO_ROOT / "features"
+
+    @property
+    def expectations_dir(self) -> Path:
+        return REPO_ROOT / "expectations"
+
+    # ---- secrets ------------------------------------------------------------------------
+    @cached_property
+    def pseudonym_secret(self) -> bytes:
+        if self.pseudonym_key is not None:
+            return self.pseudonym_key.get_secret_value().encode()
+        return _read_or_create_key(self.secrets_dir / "pseudonym.key")
+
+    # ---- what the tools read ------------------------------------------------------------
+    def environ(self) -> dict[str, str]:
+        """Environment for dbt (`env_var`), Feast (`${VAR}`) and Airflow (`AIRFLOW__*`)."""
+        return {
+            "MILLET_DATA_ROOT": str(self.root),
+            "MILLET_BRONZE_DIR": str(self.bronze_dir),
+            "MILLET_SNAPSHOTS_DIR": str(self.snapshots_dir),
+            "MILLET_WAREHOUSE_PATH": str(self.warehouse_path),
+            "MILLET_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
+            "MILLET_DUCKDB_THREADS": str(self.duckdb_threads),
+            "MILLET_FEAST_PROJECT": self.project,
+            "MILLET_FEAST_REGISTRY": str(self.feast_dir / "registry.db"),
+            "MILLET_FEAST_ONLINE_STORE": self.online_store,
+            "MILLET_FEAST_SQLITE_PATH": str(self.feast_dir / "online.db"),
+            "MILLET_FEAST_REDIS_URL": self.redis_url,
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+        }
+
+    def export(self) -> None:
+        """Put `environ()` into this process's environment (before airflow/dbt/feast import)."""
+        os.environ.update(self.environ())
+
+
+def _read_or_create_key(path: Path) -> bytes:
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    # O_EXCL + 0600: never clobber a key another process just wrote, never world-readable.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+def get_settings() -> Settings:
+    return Settings()
