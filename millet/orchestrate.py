@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from millet.settings import Settings, get_settings
 
@@ -15,7 +15,7 @@ class DagRunFailed(RuntimeError):
 
 def load_dag(settings: Settings | None = None):
     settings = settings or get_settings()
-    settings.export()  # before the first `import airflow`: it reads AIRFLOW_HOME at import
+    ensure_metadata_db(settings)
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(settings.dags_dir))
@@ -25,7 +25,7 @@ def load_dag(settings: Settings | None = None):
 
 
 def ensure_metadata_db(settings: Settings) -> None:
-    settings.export()
+    settings.export_for_airflow()  # before the first `import airflow`: it reads AIRFLOW_HOME at import
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     from airflow.utils import db
 
@@ -35,10 +35,9 @@ def ensure_metadata_db(settings: Settings) -> None:
 def run_dag(day: date | str, settings: Settings | None = None) -> str:
     """One DAG run for logical date `day`; returns the final state or raises DagRunFailed."""
     settings = settings or get_settings()
-    ensure_metadata_db(settings)
     dag = load_dag(settings)
     day = date.fromisoformat(str(day))
-    run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
+    run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC))
     if run.state != "success":
         raise DagRunFailed(f"{DAG_ID} for {day} ended {run.state}; see the task logs above")
     return run.state

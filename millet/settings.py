@@ -113,9 +113,8 @@ class Settings(BaseSettings):
 
     # ---- what the tools read ------------------------------------------------------------
     def environ(self) -> dict[str, str]:
-        """Environment for dbt (`env_var`), Feast (`${VAR}`) and Airflow (`AIRFLOW__*`)."""
+        """Environment for dbt (`env_var`) and Feast (`${VAR}`); Settings itself never reads these."""
         return {
-            "MILLET_DATA_ROOT": str(self.root),
             "MILLET_BRONZE_DIR": str(self.bronze_dir),
             "MILLET_SNAPSHOTS_DIR": str(self.snapshots_dir),
             "MILLET_WAREHOUSE_PATH": str(self.warehouse_path),
@@ -126,6 +125,13 @@ class Settings(BaseSettings):
             "MILLET_FEAST_ONLINE_STORE": self.online_store,
             "MILLET_FEAST_SQLITE_PATH": str(self.feast_dir / "online.db"),
             "MILLET_FEAST_REDIS_URL": self.redis_url,
+            "GX_ANALYTICS_ENABLED": "False",  # no phoning home from a credit pipeline
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        }
+
+    def airflow_environ(self) -> dict[str, str]:
+        """Airflow reads its config when first imported, so this must be exported before that."""
+        return {
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -133,8 +139,12 @@ class Settings(BaseSettings):
         }
 
     def export(self) -> None:
-        """Put `environ()` into this process's environment (before airflow/dbt/feast import)."""
+        """Put `environ()` into this process's environment, for dbt and Feast."""
         os.environ.update(self.environ())
+
+    def export_for_airflow(self) -> None:
+        self.export()
+        os.environ.update(self.airflow_environ())
 
 
 def _read_or_create_key(path: Path) -> bytes:

@@ -24,6 +24,7 @@ select
 {%- endfor %}
 from daily
 group by user_key
+order by user_key  {#- a stable order: re-running a date rewrites the same file #}
 {% endmacro %}
 
 

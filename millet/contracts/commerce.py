@@ -16,7 +16,7 @@ ORDERS = Contract(
             field("device_id", pa.string(), nullable=True, role="identifier", doc="IMEI-like id."),
             field("phone", pa.string(), nullable=True, role="identifier", doc="Phone number."),
             field("order_id", pa.string(), doc="Order the event belongs to."),
-            field("amount", pa.float64(), minimum=0.0, maximum=1_000_000.0, doc="Order total, local currency."),
+            field("amount", pa.float64(), minimum=0.0, maximum=1_000_000.0, doc="Total, local currency."),
             field("items", pa.int32(), minimum=1, maximum=1_000, doc="Items in the order."),
             field("payment_type", pa.string(), enum=("full", "instalment"), doc="How it is paid."),
             field("coupon_used", pa.bool_(), doc="Whether a coupon was applied."),

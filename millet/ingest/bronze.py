@@ -10,7 +10,7 @@ import gzip
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -53,7 +53,7 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     settings = settings or get_settings()
     day = str(day)
     contract = contract_for(channel)
-    closes_at = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), tzinfo=timezone.utc)
+    closes_at = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), tzinfo=UTC)
     manifest = Manifest(channel=channel, dt=day, contract_version=contract.version)
     rows, quarantine, seen, extra = [], [], set(), set()
     secret = settings.pseudonym_secret

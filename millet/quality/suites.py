@@ -19,11 +19,12 @@ def feature_suite(family: Family, config: dict):
 
     limits = config["thresholds"]
     suite = gx.ExpectationSuite(name=f"{config['suite']}__{family.name}")
+    keys = {"check": "keys"}
     for expectation in [
-        gxe.ExpectTableRowCountToBeBetween(min_value=limits["min_rows"]),
-        gxe.ExpectColumnValuesToNotBeNull(column="user_key"),
-        gxe.ExpectColumnValuesToBeUnique(column="user_key"),
-        gxe.ExpectColumnValuesToNotBeNull(column="event_timestamp"),
+        gxe.ExpectTableRowCountToBeBetween(min_value=limits["min_rows"], meta=keys),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_key", meta=keys),
+        gxe.ExpectColumnValuesToBeUnique(column="user_key", meta=keys),
+        gxe.ExpectColumnValuesToNotBeNull(column="event_timestamp", meta=keys),
         *(_range_expectation(f, limits) for f in family.features),
     ]:
         suite.add_expectation(expectation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from millet.settings import Settings, get_settings
@@ -14,8 +14,8 @@ DEFAULT_SERVICE = "credit_risk_v1"
 
 
 def store_yaml(settings: Settings) -> Path:
-    name = "feature_store.yaml" if settings.online_store == "sqlite" else f"feature_store.{settings.online_store}.yaml"
-    return settings.feature_repo_dir / name
+    suffix = "" if settings.online_store == "sqlite" else f".{settings.online_store}"
+    return settings.feature_repo_dir / f"feature_store{suffix}.yaml"
 
 
 def open_store(settings: Settings | None = None):
@@ -65,7 +65,7 @@ def online_features(user_key: str, service: str = DEFAULT_SERVICE, settings: Set
 def snapshot_timestamp(day: str | date) -> datetime:
     """The instant the as-of day closes: midnight UTC after it (dbt stamps snapshots the same way)."""
     day = date.fromisoformat(str(day))
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +17,7 @@ def orders_for_day(pop: Population, day: date, rng: np.random.Generator) -> pa.T
     per_user = rng.poisson(pop.order_rate)
     who = np.repeat(np.arange(len(pop)), per_user)
     n = len(who)
-    midnight_us = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 10**6
+    midnight_us = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 10**6
     ts_us = np.sort(midnight_us + rng.integers(0, 86_400 * 10**6, size=n))
     instalment = rng.random(n) < pop.instalment_propensity[who]
     status = _STATUS[rng.choice(3, size=n, p=[0.9, 0.07, 0.03])]

@@ -15,6 +15,7 @@ from millet.simulate.faults import Faults
 from millet.simulate.population import make_population
 
 GENERATORS = {"commerce": orders_for_day}
+NO_FAULTS = Faults()
 
 
 def simulate(
@@ -24,7 +25,7 @@ def simulate(
     days: int,
     start: date,
     seed: int,
-    faults: Faults = Faults(),
+    faults: Faults = NO_FAULTS,
 ) -> list[Path]:
     """Write `days` daily drops for every channel; returns the files written."""
     pop = make_population(users, seed)

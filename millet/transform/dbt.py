@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import date
 from pathlib import Path
 
@@ -54,7 +53,6 @@ def _dbt_dirs(settings: Settings) -> list[str]:
 def _invoke(args: list[str]) -> None:
     from dbt.cli.main import dbtRunner  # heavy; only when a task actually runs
 
-    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     result = dbtRunner().invoke(args)
     if not result.success:
         raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'see the dbt log above'}")

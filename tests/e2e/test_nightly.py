@@ -1,0 +1,143 @@
+"""The whole millet_nightly DAG through Airflow (`dag.test`) on a tiny simulated ecosystem."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import date, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from millet.feature_spec import all_features
+from millet.orchestrate import run_dag
+from millet.quality import QualityGateFailed, check_features
+from millet.serving import online_features
+from millet.settings import get_settings
+from millet.simulate import simulate
+from millet.simulate.faults import Faults
+from millet.transform import snapshot_path
+from tests.conftest import TEST_KEY
+from tests.helpers import hmac_key, landing_lines, parsed_rows
+
+DAYS = ["2026-01-01", "2026-01-02"]
+WINDOWS = (7, 30, 90)
+
+
+@pytest.fixture(scope="module")
+def nightly():
+    settings = get_settings()
+    simulate(settings.landing_dir, users=1500, days=len(DAYS), start=date.fromisoformat(DAYS[0]), seed=5,
+             faults=Faults(duplicate_rate=0.05, malformed_rate=0.1))
+    for day in DAYS:
+        assert run_dag(day) == "success"
+    return settings
+
+
+def _landed_rows(settings) -> list[dict]:
+    rows = []
+    for day in DAYS:
+        rows += parsed_rows(landing_lines(settings.landing_dir, "commerce", day))[0]
+    return rows
+
+
+def expected_features(rows: list[dict], account_id: str, as_of: str) -> dict:
+    """The spine's commerce features, from the raw rows, by their written definitions."""
+    end = date.fromisoformat(as_of)
+    mine = [r for r in rows if r["account_id"] == account_id]
+    out = {}
+    for w in WINDOWS:
+        in_window = [r for r in mine if end - timedelta(days=w) < _day(r) <= end]
+        placed = [r for r in in_window if r["status"] == "placed"]
+        instalment = [r for r in placed if r["payment_type"] == "instalment"]
+        amounts = [r["amount"] for r in placed]
+        out |= {
+            f"commerce__orders_count_{w}d": len(placed),
+            f"commerce__orders_days_since_last_{w}d": (end - max(map(_day, placed))).days if placed else None,
+            f"commerce__order_amount_sum_{w}d": sum(amounts),
+            f"commerce__order_amount_mean_{w}d": sum(amounts) / len(amounts) if amounts else None,
+            f"commerce__order_amount_max_{w}d": max(amounts) if amounts else None,
+            f"commerce__instalment_orders_count_{w}d": len(instalment),
+            f"commerce__instalment_orders_share_{w}d": len(instalment) / len(placed) if placed else None,
+            f"commerce__cancellations_count_{w}d": sum(r["status"] == "cancelled" for r in in_window),
+        }
+    return out
+
+
+def _day(row: dict) -> date:
+    return datetime.fromisoformat(row["event_ts"]).date()
+
+
+def _same(actual, expected) -> bool:
+    if expected is None or actual is None:
+        return actual is expected
+    return math.isclose(actual, expected, rel_tol=1e-6)  # features are float32
+
+
+def test_online_features_of_a_known_user_match_an_independent_computation(nightly):
+    rows = _landed_rows(nightly)
+    busiest = Counter(r["account_id"] for r in rows if r["status"] == "placed").most_common(1)[0][0]
+
+    served = online_features(hmac_key(busiest, TEST_KEY))
+    expected = expected_features(rows, busiest, DAYS[-1])
+
+    assert set(expected) == {f.name for f in all_features()}
+    assert expected["commerce__orders_count_7d"] >= 2  # the user really is active
+    mismatched = {k: (served[k], v) for k, v in expected.items() if not _same(served[k], v)}
+    assert not mismatched
+
+
+def test_malformed_lines_are_counted_and_quarantined_with_their_reason(nightly):
+    for day in DAYS:
+        lines = landing_lines(nightly.landing_dir, "commerce", day)
+        rows, broken = parsed_rows(lines)
+        assert broken > 0  # the fixture's faults really produced malformed lines
+
+        quarantine = pq.read_table(nightly.quarantine_dir / "commerce" / f"dt={day}").to_pylist()
+        assert Counter(q["reason"] for q in quarantine) == {"malformed_json": broken}
+        bronze = pq.read_table(nightly.bronze_dir / "commerce" / f"dt={day}")
+        assert bronze.num_rows == len(rows)
+        assert len(lines) == bronze.num_rows + broken + (len(lines) - broken - len(rows))
+
+
+def test_rerunning_a_logical_date_leaves_outputs_identical(nightly):
+    day = DAYS[-1]
+    paths = [
+        nightly.bronze_dir / "commerce" / f"dt={day}" / "part-0.parquet",
+        *(snapshot_path(f.family, day) for f in {f.family: f for f in all_features()}.values()),
+    ]
+    before = [pq.read_table(p) for p in paths]
+    some_user = before[-1].column("user_key")[0].as_py()
+    online_before = online_features(some_user)
+
+    assert run_dag(day) == "success"
+
+    after = [pq.read_table(p) for p in paths]
+    changed = [str(p) for p, a, b in zip(paths, after, before, strict=True) if not a.equals(b)]
+    assert not changed
+    assert online_features(some_user) == online_before
+
+
+def test_a_failed_critical_check_stops_publication(nightly):
+    table = pq.read_table(snapshot_path("commerce", DAYS[-1]))
+    column = "commerce__instalment_orders_share_30d"
+    broken = table.set_column(table.schema.get_field_index(column), column,
+                              [[1.5] * table.num_rows])  # a share above 1 is impossible
+    bad_day = "2026-03-01"
+    path = snapshot_path("commerce", bad_day)
+    path.parent.mkdir(parents=True)
+    pq.write_table(broken, path)
+    with pytest.raises(QualityGateFailed, match=column):
+        check_features(bad_day)
+
+
+def test_feast_schema_equals_the_dbt_snapshot_columns(nightly):
+    from millet.serving import open_store
+
+    store = open_store()
+    for view in store.list_feature_views():
+        snapshot = pq.read_schema(snapshot_path(view.name, DAYS[-1]))
+        feast_fields = {f.name: str(f.dtype).lower() for f in view.features}
+        dbt_columns = {c.name: str(c.type).replace("float", "float32") for c in snapshot
+                       if c.name not in ("user_key", "event_timestamp")}
+        assert feast_fields == dbt_columns

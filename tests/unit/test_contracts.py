@@ -1,0 +1,33 @@
+import pyarrow as pa
+
+from millet.contracts import bronze_schema, contract_for, contracts
+from millet.contracts.base import rule_of
+
+
+def test_every_contract_names_its_key_fields():
+    for contract in contracts().values():
+        assert contract.event_id and contract.event_time and contract.account
+        assert contract.account in contract.raw_identifiers
+
+
+def test_bronze_schema_drops_raw_identifiers_and_adds_user_key():
+    contract = contract_for("commerce")
+    schema = bronze_schema(contract)
+    assert schema.names[0] == "user_key"
+    assert not set(contract.raw_identifiers) & set(schema.names)
+    assert {"device_id", "phone", "account_id"} <= set(contract.raw_identifiers)
+
+
+def test_field_rules_survive_the_schema_metadata():
+    status = contract_for("commerce").schema.field("status")
+    assert rule_of(status).enum == ("placed", "cancelled", "returned")
+    assert status.type == pa.string() and not status.nullable
+
+
+def test_unknown_channel_names_the_known_ones():
+    try:
+        contract_for("telepathy")
+    except KeyError as exc:
+        assert "commerce" in str(exc)
+    else:
+        raise AssertionError("expected KeyError")

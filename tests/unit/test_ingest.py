@@ -1,0 +1,93 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from millet.ingest import ingest_channel_day
+from millet.settings import Settings
+from millet.simulate.run import write_drop
+from tests.conftest import TEST_KEY
+from tests.helpers import hmac_key
+
+DAY = "2026-02-01"
+GOOD = {
+    "event_id": "e1", "event_ts": "2026-02-01T10:00:00Z", "account_id": "A000000042",
+    "device_id": "861234567890123", "phone": "+8613800000000", "order_id": "O1", "amount": 99.5,
+    "items": 2, "payment_type": "full", "coupon_used": False, "status": "placed",
+}
+
+
+def _line(**changes) -> str:
+    record = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in record.items() if v is not ...})
+
+
+# One line per fault, with the reason ingestion must give it.
+FAULTS = {
+    '{"event_id": "e9", "amount": ': "malformed_json",
+    "[1, 2, 3]": "not_an_object",
+    _line(event_id="e2", order_id=...): "missing_field",
+    _line(event_id="e3", amount="99.5"): "bad_type",
+    _line(event_id="e4", event_ts="yesterday"): "bad_type",
+    _line(event_id="e5", payment_type="crypto"): "unknown_enum",
+    _line(event_id="e6", amount=-5.0): "out_of_range",
+    _line(event_id="e7", event_ts="2026-02-03T00:00:00Z"): "future_timestamp",
+}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+
+
+def _land(settings, lines):
+    write_drop(settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0000.jsonl.gz", lines)
+
+
+def test_every_fault_is_quarantined_with_its_reason_and_counts_add_up(settings):
+    good = [_line(), _line(event_id="e8", account_id="A000000043", extra_field="drift")]
+    _land(settings, [*good, good[0], *FAULTS])  # good[0] delivered twice
+
+    manifest = ingest_channel_day("commerce", DAY, settings)
+
+    assert manifest["lines_in"] == len(good) + 1 + len(FAULTS)
+    assert (manifest["rows_out"], manifest["duplicates"], manifest["quarantined"]) == (2, 1, len(FAULTS))
+    assert manifest["balanced"]
+    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
+    assert {q["raw_line"]: q["reason"] for q in quarantine} == FAULTS
+    assert all(q["source_file"] == "part-0000.jsonl.gz" for q in quarantine)
+    assert manifest["unknown_fields"] == ["extra_field"]
+    saved = json.loads((settings.manifests_dir / "ingest" / "commerce" / f"dt={DAY}.json").read_text())
+    assert saved == manifest
+
+
+def test_bronze_holds_user_key_and_no_raw_identifier(settings):
+    _land(settings, [_line(), _line(event_id="e8", account_id="A000000043")])
+    ingest_channel_day("commerce", DAY, settings)
+
+    bronze = pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}")
+    assert sorted(bronze.column("user_key").to_pylist()) == sorted(
+        hmac_key(a, TEST_KEY) for a in ("A000000042", "A000000043")
+    )
+    raw_values = [GOOD["account_id"], "A000000043", GOOD["device_id"], GOOD["phone"]]
+    for path in settings.bronze_dir.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(v.encode() in content for v in raw_values), path
+
+
+def test_rerunning_a_day_rewrites_identical_bytes(settings):
+    _land(settings, [_line(event_id=f"e{i}", amount=float(i)) for i in range(50)])
+    ingest_channel_day("commerce", DAY, settings)
+    part = settings.bronze_dir / "commerce" / f"dt={DAY}" / "part-0.parquet"
+    first = part.read_bytes()
+    ingest_channel_day("commerce", DAY, settings)
+    assert part.read_bytes() == first
+    assert [p.name for p in part.parent.iterdir()] == ["part-0.parquet"]  # no temp file left behind
+
+
+def test_an_empty_drop_loads_as_an_empty_partition(settings):
+    _land(settings, [])
+    manifest = ingest_channel_day("commerce", DAY, settings)
+    assert (manifest["lines_in"], manifest["rows_out"], manifest["balanced"]) == (0, 0, True)
+    assert pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}").num_rows == 0
