@@ -70,22 +70,23 @@ def demo() -> None:
     from millet.orchestrate import run_dag
     from millet.simulate import simulate as run_simulation
 
-    settings = get_settings()
+    # The demo shows the run's headlines; `millet run` keeps Airflow's full task logs.
+    settings = get_settings().model_copy(update={"airflow_log_level": "WARNING"})
     days = [settings.demo_start + timedelta(days=i) for i in range(settings.demo_days)]
     run_simulation(settings.landing_dir, users=settings.demo_users, days=len(days),
                    start=days[0], seed=settings.seed)
     for day in days:
         typer.secho(f"== millet_nightly for {day}", bold=True)
-        run_dag(day)
-    size = _print_snapshot_size(days[-1])
+        run_dag(day, settings)
+        size = _print_snapshot_size(day, settings)
     typer.secho(f"== online features for the most active user, {size['example_user_key']}", bold=True)
     features(size["example_user_key"])
 
 
-def _print_snapshot_size(day: date) -> dict:
+def _print_snapshot_size(day: date, settings=None) -> dict:
     from millet.reporting import snapshot_size
 
-    size = snapshot_size(day)
+    size = snapshot_size(day, settings)
     typer.echo(f"snapshot {day}: {size['users']} users × {size['features']} features "
                f"= {size['values']} feature values")
     return size

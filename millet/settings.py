@@ -42,6 +42,7 @@ class Settings(BaseSettings):
 
     task_retries: int = Field(2, description="Airflow retries per task (0 in tests: fail fast).")
     task_retry_delay_s: int = 300
+    airflow_log_level: str = "INFO"
 
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
@@ -135,6 +136,7 @@ class Settings(BaseSettings):
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": self.airflow_log_level,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
         }
 
