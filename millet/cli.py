@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import date, timedelta
 from typing import Annotated
@@ -70,8 +71,11 @@ def demo() -> None:
     from millet.orchestrate import run_dag
     from millet.simulate import simulate as run_simulation
 
-    # The demo shows the run's headlines; `millet run` keeps Airflow's full task logs.
-    settings = get_settings().model_copy(update={"airflow_log_level": "WARNING"})
+    # The demo shows the run's headlines (`millet run` keeps Airflow's full task logs) and fails fast
+    # rather than sit out retry delays. Set through the environment: the DAG's tasks read it there.
+    os.environ.setdefault("MILLET_AIRFLOW_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("MILLET_TASK_RETRIES", "0")
+    settings = get_settings()
     days = [settings.demo_start + timedelta(days=i) for i in range(settings.demo_days)]
     run_simulation(settings.landing_dir, users=settings.demo_users, days=len(days),
                    start=days[0], seed=settings.seed)

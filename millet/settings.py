@@ -23,7 +23,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MILLET_", env_file=".env", extra="ignore")
 
-    data_root: Path = Field(Path(".millet"), description="Landing, bronze, warehouse, snapshots, stores.")
+    data_root: Path = Field(
+        Path(".millet"),
+        description="Landing, bronze, warehouse, snapshots, stores. A relative path is taken from the "
+        "repository root, never from the working directory (tools such as Feast change it).",
+    )
     secrets_dir: Path = Field(
         Path.home() / ".config" / "millet",
         description="Where the demo keeps its generated pseudonymisation key; outside the repo on purpose.",
@@ -50,7 +54,7 @@ class Settings(BaseSettings):
     # ---- paths, all under data_root ---------------------------------------------------
     @property
     def root(self) -> Path:
-        return self.data_root.resolve()
+        return (REPO_ROOT / self.data_root).resolve()
 
     @property
     def landing_dir(self) -> Path:
