@@ -141,3 +141,19 @@ def test_feast_schema_equals_the_dbt_snapshot_columns(nightly):
         dbt_columns = {c.name: str(c.type).replace("float", "float32") for c in snapshot
                        if c.name not in ("user_key", "event_timestamp")}
         assert feast_fields == dbt_columns
+
+
+def test_the_cli_prints_a_users_features_as_json_and_refuses_unknown_users(nightly):
+    import json
+
+    from typer.testing import CliRunner
+
+    from millet.cli import app
+
+    some_user = pq.read_table(snapshot_path("commerce", DAYS[-1])).column("user_key")[0].as_py()
+    shown = CliRunner().invoke(app, ["features", some_user])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output) == online_features(some_user)
+
+    unknown = CliRunner().invoke(app, ["features", "no-such-user"])
+    assert unknown.exit_code == 1 and "no features online" in unknown.output
