@@ -27,13 +27,19 @@ def simulate(
     days: Annotated[int, typer.Option(help="How many daily drops.")] = 2,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 7,
+    faults: Annotated[bool, typer.Option(help="Inject a real feed's faults at realistic rates.")] = True,
 ) -> None:
-    """Write simulated daily log drops into the landing zone."""
+    """Write simulated daily log drops into the landing zone, and the ground truth beside it."""
     from millet.simulate import simulate as run_simulation
+    from millet.simulate.faults import Faults
 
     settings = get_settings()
-    files = run_simulation(settings.landing_dir, users=users, days=days, start=_date(start), seed=seed)
-    typer.echo(f"wrote {len(files)} drops under {settings.landing_dir}")
+    first = _date(start)
+    chosen = Faults.realistic(first) if faults else Faults()
+    files = run_simulation(settings.landing_dir, users=users, days=days, start=first, seed=seed,
+                           faults=chosen,
+                           truth_dir=settings.truth_dir, progress=sys.stderr.isatty())
+    typer.echo(f"wrote {len(files)} files under {settings.landing_dir}; truth under {settings.truth_dir}")
 
 
 @app.command()
@@ -70,6 +76,7 @@ def demo() -> None:
     """Simulate a small ecosystem, run the nightly DAG for consecutive days, show one user's features."""
     from millet.orchestrate import run_dag
     from millet.simulate import simulate as run_simulation
+    from millet.simulate.faults import Faults
 
     # The demo shows the run's headlines (`millet run` keeps Airflow's full task logs) and fails fast
     # rather than sit out retry delays. Set through the environment: the DAG's tasks read it there.
@@ -77,8 +84,8 @@ def demo() -> None:
     os.environ.setdefault("MILLET_TASK_RETRIES", "0")
     settings = get_settings()
     days = [settings.demo_start + timedelta(days=i) for i in range(settings.demo_days)]
-    run_simulation(settings.landing_dir, users=settings.demo_users, days=len(days),
-                   start=days[0], seed=settings.seed)
+    run_simulation(settings.landing_dir, users=settings.demo_users, days=len(days), start=days[0],
+                   seed=settings.seed, faults=Faults.realistic(days[0]), truth_dir=settings.truth_dir)
     for day in days:
         typer.secho(f"== millet_nightly for {day}", bold=True)
         run_dag(day, settings)

@@ -10,7 +10,8 @@ from millet.contracts.base import (
     bronze_schema,
     contract_for,
     contracts,
+    event_fields,
     field,
 )
 
-__all__ = ["Contract", "FieldRule", "bronze_schema", "contract_for", "contracts", "field"]
+__all__ = ["event_fields", "Contract", "FieldRule", "bronze_schema", "contract_for", "contracts", "field"]

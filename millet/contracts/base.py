@@ -82,10 +82,26 @@ def bronze_schema(contract: Contract) -> pa.Schema:
     return pa.schema([pa.field("user_key", pa.string(), nullable=False), *kept])
 
 
-def contracts() -> dict[str, Contract]:
-    from millet.contracts import commerce
+def event_fields(prefix: str, *, phone: bool = False) -> list[pa.Field]:
+    """The fields every landing event carries: its id, its time and the raw identifiers."""
+    fields = [
+        field("event_id", pa.string(), role="event_id", doc=f"Unique per event; '{prefix}-' prefixed."),
+        field("event_ts", pa.timestamp("us", tz="UTC"), role="event_time", doc="When it happened (UTC)."),
+        field("account_id", pa.string(), role="account", doc="Ecosystem account id (raw)."),
+        field("device_id", pa.string(), nullable=True, role="identifier", doc="IMEI-like device id (raw)."),
+    ]
+    if phone:
+        fields.append(
+            field("phone", pa.string(), nullable=True, role="identifier", doc="Phone number (raw).")
+        )
+    return fields
 
-    return {c.channel: c for c in (commerce.ORDERS,)}
+
+def contracts() -> dict[str, Contract]:
+    from millet.contracts import appstore, bank_repayments, commerce, device, forum, loans, payments
+
+    modules = (device, appstore, commerce, forum, payments, loans, bank_repayments)
+    return {m.CONTRACT.channel: m.CONTRACT for m in modules}
 
 
 def contract_for(channel: str) -> Contract:

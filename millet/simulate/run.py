@@ -1,21 +1,33 @@
-"""`millet simulate`: write each day's log drop to the landing zone, one day at a time."""
+"""`millet simulate`: stream each day's drop of every channel into the landing zone, plus the truth.
+
+Memory is bounded by one slice of users of one channel-day (and the small loan book): days are
+generated one after another, and late or lagged events wait in a buffer for their delivery day.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from millet.simulate.commerce import orders_for_day
-from millet.simulate.faults import Faults
-from millet.simulate.population import make_population
+from millet.contracts import contract_for
+from millet.simulate.behaviour import GENERATORS
+from millet.simulate.faults import Faults, corrupt
+from millet.simulate.loans import LoanBook, with_envelope
+from millet.simulate.population import Population, make_population
 
-GENERATORS = {"commerce": orders_for_day}
 NO_FAULTS = Faults()
+CHUNK_USERS = 250_000
+CHANNEL_SEED = {name: i + 1 for i, name in enumerate([*GENERATORS, "loans", "bank_repayments"])}
 
 
 def simulate(
@@ -26,31 +38,128 @@ def simulate(
     start: date,
     seed: int,
     faults: Faults = NO_FAULTS,
+    truth_dir: Path | None = None,
+    progress: bool = False,
 ) -> list[Path]:
-    """Write `days` daily drops for every channel; returns the files written."""
+    """Write `days` daily drops for every channel, and the ground truth; returns the files written."""
+    truth_dir = truth_dir or landing_dir.parent / "truth"
     pop = make_population(users, seed)
-    written = []
-    for offset in range(days):
-        day = start + timedelta(days=offset)
-        for channel_no, (channel, generate) in enumerate(GENERATORS.items()):
-            rng = np.random.default_rng([seed, day.toordinal(), channel_no + 1])
-            lines = faults.apply(to_json_lines(generate(pop, day, rng)), rng)
-            written.append(write_drop(landing_dir / channel / f"dt={day}" / "part-0000.jsonl.gz", lines))
+    _write_parquet(pop.to_table(), truth_dir / "users.parquet")
+    book, pending, written = LoanBook(pop), defaultdict(list), []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for offset in _progress(range(days), progress):
+            day = start + timedelta(days=offset)
+            drops, fault_log = _day_lines(pop, book, day, seed, faults, pending, truth_dir)
+            for channel, parts in drops.items():
+                written += _write_channel_day(
+                    pool, landing_dir / channel / f"dt={day}", parts, channel, day, seed, faults
+                )
+            _write_json(fault_log, truth_dir / "faults" / f"dt={day}.json")
     return written
 
 
-def to_json_lines(table: pa.Table) -> list[str]:
-    rows = table.to_pylist()
-    for row in rows:
-        for key, value in row.items():
-            if hasattr(value, "isoformat"):
-                row[key] = value.isoformat().replace("+00:00", "Z")
-    return [json.dumps(row, separators=(",", ":")) for row in rows]
+def _day_lines(pop, book, day, seed, faults, pending, truth_dir):
+    """Each channel's part files (lists of lines) for `day`, with faults applied and logged."""
+    drops: dict[str, list[list[str]]] = {}
+    log: dict[str, dict] = {}
+    for channel, generate in GENERATORS.items():
+        drops[channel] = []
+        for chunk, lo in enumerate(range(0, len(pop), CHUNK_USERS)):
+            part = _slice(pop, lo, lo + CHUNK_USERS)
+            rng = _rng(seed, day, channel, chunk)
+            drops[channel].append(_lines(generate(part, day, rng, chunk), channel))
+    rng = _rng(seed, day, "loans", 0)
+    loss = faults.bank_sync_loss if day == faults.bank_sync_failure_day else 0.0
+    loans, bank, truth = book.day(day, rng, loss)
+    _write_parquet(truth, truth_dir / "loans" / f"dt={day}" / "part-0.parquet")
+    drops["loans"] = [_lines(with_envelope(pop, loans, "lon", day), "loans")]
+    log["bank_sync"] = {"repayments_lost": bank.pop("_lost")}
+    _hold_by_day(pending, "bank_repayments", _lines(with_envelope(pop, bank, "bnk", day), "bank_repayments"))
+    drops["bank_repayments"] = [pending.pop((day, "bank_repayments"), [])]
+    for channel, parts in drops.items():
+        rng = _rng(seed, day, channel, 999)
+        counts = defaultdict(int)
+        for i, lines in enumerate(parts):
+            parts[i], later, part_counts = corrupt(lines, contract_for(channel), day, faults, rng)
+            for delay, held in later.items():
+                pending[(day + timedelta(days=delay), channel)] += held
+            for k, v in part_counts.items():
+                counts[k] += v
+        arrived_late = pending.pop((day, channel), []) if channel != "bank_repayments" else []
+        parts.append(arrived_late)
+        log[channel] = dict(counts) | {"delivered_late_today": len(arrived_late)}
+    return drops, log
 
 
-def write_drop(path: Path, lines: list[str]) -> Path:
+def _hold_by_day(pending, channel: str, lines: list[str]) -> None:
+    """Bank records are booked up to two days after the repayment: deliver each in its own day's drop."""
+    for line in lines:
+        booked = date.fromisoformat(line.split('"event_ts":"', 1)[1][:10])
+        pending[(booked, channel)].append(line)
+
+
+def _write_channel_day(pool, folder: Path, parts, channel, day, seed, faults) -> list[Path]:
+    rng = _rng(seed, day, channel, 1_000)
+    jobs = [
+        (folder / f"part-{i:04d}.jsonl.gz", lines, rng.random() < faults.truncated_gzip)
+        for i, lines in enumerate(parts)
+        if lines
+    ]
+    if rng.random() < faults.empty_file or not jobs:
+        jobs.append((folder / f"part-{len(parts):04d}.jsonl.gz", [], False))
+    return list(pool.map(lambda job: write_drop(*job), jobs))
+
+
+def _lines(columns: dict, channel: str) -> list[str]:
+    """One JSON object per event, fields in contract order; DuckDB serialises (fast, deterministic)."""
+    schema = contract_for(channel).schema
+    table = pa.table({name: columns[name] for name in schema.names if name in columns})
+    stamps = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+    select = ", ".join(
+        f"strftime({name}, '%Y-%m-%dT%H:%M:%S.%fZ') as {name}" if name in stamps else name
+        for name in table.column_names
+    )
+    con = duckdb.connect()
+    con.execute("set threads = 1; set TimeZone = 'UTC'")
+    con.register("events", table)
+    return (
+        con.sql(f"select to_json(e)::varchar from (select {select} from events) e")
+        .to_arrow_table()
+        .column(0)
+        .to_pylist()
+    )
+
+
+def write_drop(path: Path, lines: list[str], truncate: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # mtime=0 keeps the gzip header free of the clock: same inputs, same bytes.
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(("\n".join(lines) + "\n").encode() if lines else b"")
+    body = ("\n".join(lines) + "\n").encode() if lines else b""
+    # mtime=0 keeps the clock out of the gzip header: same inputs, same bytes.
+    data = gzip.compress(body, compresslevel=1, mtime=0)
+    path.write_bytes(data[: len(data) // 2] if truncate else data)
     return path
+
+
+def _slice(pop: Population, lo: int, hi: int) -> Population:
+    return replace(pop, **{k: v[lo:hi] for k, v in vars(pop).items()})
+
+
+def _rng(seed: int, day: date, channel: str, part: int) -> np.random.Generator:
+    return np.random.default_rng([seed, day.toordinal(), CHANNEL_SEED[channel], part])
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+
+
+def _write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _progress(days, enabled: bool):
+    if not enabled:
+        return days
+    from tqdm import tqdm
+
+    return tqdm(days, desc="simulating days", unit="day")

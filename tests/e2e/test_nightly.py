@@ -27,8 +27,8 @@ WINDOWS = (7, 30, 90)
 @pytest.fixture(scope="module")
 def nightly():
     settings = get_settings()
-    simulate(settings.landing_dir, users=1500, days=len(DAYS), start=date.fromisoformat(DAYS[0]), seed=5,
-             faults=Faults(duplicate_rate=0.05, malformed_rate=0.1))
+    simulate(settings.landing_dir, users=4000, days=len(DAYS), start=date.fromisoformat(DAYS[0]), seed=5,
+             faults=Faults(duplicate=0.05, malformed=0.1))
     for day in DAYS:
         assert run_dag(day) == "success"
     return settings

@@ -13,7 +13,7 @@ DAY = "2026-02-01"
 GOOD = {
     "event_id": "e1", "event_ts": "2026-02-01T10:00:00Z", "account_id": "A000000042",
     "device_id": "861234567890123", "phone": "+8613800000000", "order_id": "O1", "amount": 99.5,
-    "items": 2, "payment_type": "full", "coupon_used": False, "status": "placed",
+    "items": 2, "payment_type": "full", "coupon_used": False, "status": "placed", "address_changed": False,
 }
 
 

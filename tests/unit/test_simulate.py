@@ -24,7 +24,7 @@ def test_faults_are_off_by_default_and_appear_when_asked(tmp_path):
     rows, broken = parsed_rows(clean)
     assert broken == 0 and len(rows) == len(clean)
 
-    faults = Faults(duplicate_rate=0.1, malformed_rate=0.1)
+    faults = Faults(duplicate=0.1, malformed=0.1)
     simulate(tmp_path / "faulty", users=2000, days=1, start=date(2026, 3, 1), seed=3, faults=faults)
     faulty = landing_lines(tmp_path / "faulty", "commerce", "2026-03-01")
     _, broken = parsed_rows(faulty)
