@@ -38,11 +38,11 @@ def envelope(
             f"{prefix}-{day:%Y%m%d}-{chunk:03d}-", pc.cast(pa.array(np.arange(len(who))), pa.string()), ""
         ),
         "event_ts": pa.array(ts_us, pa.timestamp("us", tz="UTC")),
-        "account_id": pop.account_id[who],
-        "device_id": pop.device_id[who],
+        "account_id": pop.account_id.take(who),
+        "device_id": pop.device_id.take(who),
     }
     if phone:
-        columns["phone"] = pop.phone[who]
+        columns["phone"] = pop.phone.take(who)
     return columns | {"_who": who}
 
 

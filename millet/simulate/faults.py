@@ -12,6 +12,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from millet.contracts.base import Contract, rule_of
 
@@ -65,33 +66,37 @@ class Faults:
         }
 
 
-def corrupt(lines: list[str], contract: Contract, day: date, faults: Faults, rng: np.random.Generator):
-    """Apply record faults, duplicates and late delivery. Returns (lines now, {days later: lines}, counts)."""
+def corrupt(lines: pa.Array, contract: Contract, day: date, faults: Faults, rng: np.random.Generator):
+    """Apply record faults, duplicates and late delivery to a drop's lines.
+
+    Returns (lines delivered now, {days later: lines held back}, counts). Only the few lines hit
+    leave Arrow for Python, so a drop of millions of lines stays fast.
+    """
+    n = len(lines)
     counts = dict.fromkeys((*RECORD_FAULTS, "duplicate", "late"), 0)
-    draw = rng.random(len(lines))
+    draw = rng.random(n)
+    clean = np.ones(n, bool)
+    replaced: dict[int, str] = {}
     threshold = 0.0
-    clean = np.ones(len(lines), bool)
     for name in RECORD_FAULTS:
         rate = getattr(faults, name)
-        hit = np.flatnonzero((draw >= threshold) & (draw < threshold + rate))
-        threshold += rate
-        for i in hit:
-            changed = _break(name, lines[i], contract, day, rng)
+        for i in np.flatnonzero((draw >= threshold) & (draw < threshold + rate)):
+            changed = _break(name, lines[int(i)].as_py(), contract, day, rng)
             if changed is not None:
-                lines[i] = changed
+                replaced[int(i)] = changed
                 clean[i] = False
                 counts[name] += 1
-    late_pick = np.flatnonzero(clean & (rng.random(len(lines)) < faults.late))
-    later: dict[int, list[str]] = {}
-    for i, delay in zip(late_pick, rng.integers(1, 4, len(late_pick)), strict=True):
-        later.setdefault(int(delay), []).append(lines[i])
-    counts["late"] = len(late_pick)
-    keep = np.ones(len(lines), bool)
-    keep[late_pick] = False
-    dup_pick = np.flatnonzero(keep & clean & (rng.random(len(lines)) < faults.duplicate))
-    counts["duplicate"] = len(dup_pick)
-    now = [line for line, k in zip(lines, keep, strict=True) if k] + [lines[i] for i in dup_pick]
-    return now, later, counts
+        threshold += rate
+    if replaced:
+        mask = np.zeros(n, bool)
+        mask[list(replaced)] = True
+        lines = pc.replace_with_mask(lines, pa.array(mask), pa.array([replaced[i] for i in sorted(replaced)]))
+    late = clean & (rng.random(n) < faults.late)
+    delay = rng.integers(1, 4, n)
+    later = {int(d): lines.filter(pa.array(late & (delay == d))) for d in np.unique(delay[late])}
+    dup_pick = np.flatnonzero(~late & clean & (rng.random(n) < faults.duplicate))
+    counts["late"], counts["duplicate"] = int(late.sum()), len(dup_pick)
+    return pa.concat_arrays([lines.filter(pa.array(~late)), lines.take(dup_pick)]), later, counts
 
 
 def _break(name: str, line: str, contract: Contract, day: date, rng: np.random.Generator) -> str | None:

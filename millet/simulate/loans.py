@@ -87,7 +87,7 @@ class LoanBook:
         truth = pa.table(
             {
                 "loan_id": ids[a].astype(str),
-                "account_id": pop.account_id[who[a]],
+                "account_id": pop.account_id.take(who[a]),
                 "disbursed_on": [day] * a.sum(),
                 "product": product[a].astype(str),
                 "amount": asked[a],

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 MARKETS = np.array(["CN", "IN", "ID"])
 MARKET_SHARE = [0.62, 0.33, 0.05]
@@ -22,9 +23,9 @@ AGE_BANDS = np.array(["18-24", "25-34", "35-44", "45+"])
 
 @dataclass(frozen=True)
 class Population:
-    account_id: np.ndarray  # raw ids, as real logs carry them
-    device_id: np.ndarray
-    phone: np.ndarray
+    account_id: pa.Array  # raw ids, as real logs carry them
+    device_id: pa.Array
+    phone: pa.Array
     market: np.ndarray  # index into MARKETS
     age_band: np.ndarray  # index into AGE_BANDS
     city_tier: np.ndarray  # 1 (largest cities) .. 4
@@ -64,9 +65,9 @@ def make_population(users: int, seed: int) -> Population:
     pd = 1 / (1 + np.exp(-(-3.9 + 1.1 * risk)))
     borrower = rng.random(users) < 0.12 + 0.08 * (risk > 0.5)
     return Population(
-        account_id=np.char.add("A", np.char.zfill(np.arange(users).astype(str), 9)),
-        device_id=np.char.add("86", rng.integers(10**12, 10**13, size=users).astype(str)),
-        phone=np.char.add("+861", rng.integers(10**9, 10**10, size=users).astype(str)),
+        account_id=_ids("A", np.arange(users), width=9),
+        device_id=_ids("86", rng.integers(10**12, 10**13, size=users)),
+        phone=_ids("+861", rng.integers(10**9, 10**10, size=users)),
         market=market,
         age_band=age_band,
         city_tier=city_tier,
@@ -78,6 +79,13 @@ def make_population(users: int, seed: int) -> Population:
         pd=pd,
         borrow_rate=np.where(borrower, 1 / 45 * np.exp(0.3 * risk), 0.0),
     )
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int = 0) -> pa.Array:
+    digits = pc.cast(pa.array(numbers), pa.string())
+    if width:
+        digits = pc.utf8_lpad(digits, width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:

@@ -17,10 +17,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from millet.contracts import contract_for
 from millet.simulate.behaviour import GENERATORS
+from millet.simulate.events import DAY_US
 from millet.simulate.faults import Faults, corrupt
 from millet.simulate.loans import LoanBook, with_envelope
 from millet.simulate.population import Population, make_population
@@ -59,43 +61,47 @@ def simulate(
 
 
 def _day_lines(pop, book, day, seed, faults, pending, truth_dir):
-    """Each channel's part files (lists of lines) for `day`, with faults applied and logged."""
-    drops: dict[str, list[list[str]]] = {}
-    log: dict[str, dict] = {}
+    """Each channel's part files (arrays of lines) for `day`, with faults applied and logged."""
+    drops: dict[str, list[pa.Array]] = {}
     for channel, generate in GENERATORS.items():
-        drops[channel] = []
-        for chunk, lo in enumerate(range(0, len(pop), CHUNK_USERS)):
-            part = _slice(pop, lo, lo + CHUNK_USERS)
-            rng = _rng(seed, day, channel, chunk)
-            drops[channel].append(_lines(generate(part, day, rng, chunk), channel))
-    rng = _rng(seed, day, "loans", 0)
+        drops[channel] = [
+            _lines(
+                generate(_slice(pop, lo, lo + CHUNK_USERS), day, _rng(seed, day, channel, chunk), chunk),
+                channel,
+            )
+            for chunk, lo in enumerate(range(0, len(pop), CHUNK_USERS))
+        ]
     loss = faults.bank_sync_loss if day == faults.bank_sync_failure_day else 0.0
-    loans, bank, truth = book.day(day, rng, loss)
+    loans, bank, truth = book.day(day, _rng(seed, day, "loans", 0), loss)
     _write_parquet(truth, truth_dir / "loans" / f"dt={day}" / "part-0.parquet")
     drops["loans"] = [_lines(with_envelope(pop, loans, "lon", day), "loans")]
-    log["bank_sync"] = {"repayments_lost": bank.pop("_lost")}
-    _hold_by_day(pending, "bank_repayments", _lines(with_envelope(pop, bank, "bnk", day), "bank_repayments"))
-    drops["bank_repayments"] = [pending.pop((day, "bank_repayments"), [])]
+    log: dict[str, dict] = {"bank_sync": {"repayments_lost": bank.pop("_lost")}}
+    # The bank books a repayment up to two days later: each record waits for its own day's drop.
+    for booked, records in _split_by_day(bank):
+        pending[(booked, "bank_repayments")].append(
+            _lines(with_envelope(pop, records, "bnk", booked), "bank_repayments")
+        )
+    drops["bank_repayments"] = pending.pop((day, "bank_repayments"), [])
     for channel, parts in drops.items():
         rng = _rng(seed, day, channel, 999)
-        counts = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
         for i, lines in enumerate(parts):
             parts[i], later, part_counts = corrupt(lines, contract_for(channel), day, faults, rng)
             for delay, held in later.items():
-                pending[(day + timedelta(days=delay), channel)] += held
+                pending[(day + timedelta(days=delay), channel)].append(held)
             for k, v in part_counts.items():
                 counts[k] += v
         arrived_late = pending.pop((day, channel), []) if channel != "bank_repayments" else []
-        parts.append(arrived_late)
-        log[channel] = dict(counts) | {"delivered_late_today": len(arrived_late)}
+        parts.append(pa.concat_arrays(arrived_late) if arrived_late else pa.array([], pa.string()))
+        log[channel] = dict(counts) | {"delivered_late_today": sum(len(a) for a in arrived_late)}
     return drops, log
 
 
-def _hold_by_day(pending, channel: str, lines: list[str]) -> None:
-    """Bank records are booked up to two days after the repayment: deliver each in its own day's drop."""
-    for line in lines:
-        booked = date.fromisoformat(line.split('"event_ts":"', 1)[1][:10])
-        pending[(booked, channel)].append(line)
+def _split_by_day(records: dict):
+    days = records["_ts"] // DAY_US
+    for ordinal_day in np.unique(days):
+        keep = days == ordinal_day
+        yield date(1970, 1, 1) + timedelta(days=int(ordinal_day)), {k: v[keep] for k, v in records.items()}
 
 
 def _write_channel_day(pool, folder: Path, parts, channel, day, seed, faults) -> list[Path]:
@@ -110,7 +116,7 @@ def _write_channel_day(pool, folder: Path, parts, channel, day, seed, faults) ->
     return list(pool.map(lambda job: write_drop(*job), jobs))
 
 
-def _lines(columns: dict, channel: str) -> list[str]:
+def _lines(columns: dict, channel: str) -> pa.Array:
     """One JSON object per event, fields in contract order; DuckDB serialises (fast, deterministic)."""
     schema = contract_for(channel).schema
     table = pa.table({name: columns[name] for name in schema.names if name in columns})
@@ -120,23 +126,29 @@ def _lines(columns: dict, channel: str) -> list[str]:
         for name in table.column_names
     )
     con = duckdb.connect()
-    con.execute("set threads = 1; set TimeZone = 'UTC'")
+    con.execute("set TimeZone = 'UTC'")  # insertion order is preserved, so the output is deterministic
     con.register("events", table)
-    return (
-        con.sql(f"select to_json(e)::varchar from (select {select} from events) e")
-        .to_arrow_table()
-        .column(0)
-        .to_pylist()
-    )
+    sql = f"select to_json(e)::varchar from (select {select} from events) e"
+    return con.sql(sql).to_arrow_table().column(0).combine_chunks()
 
 
-def write_drop(path: Path, lines: list[str], truncate: bool = False) -> Path:
+def write_drop(path: Path, lines: pa.Array | list[str], truncate: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = ("\n".join(lines) + "\n").encode() if lines else b""
+    body = _jsonl_bytes(pa.array(lines, pa.string()) if isinstance(lines, list) else lines)
     # mtime=0 keeps the clock out of the gzip header: same inputs, same bytes.
     data = gzip.compress(body, compresslevel=1, mtime=0)
     path.write_bytes(data[: len(data) // 2] if truncate else data)
     return path
+
+
+def _jsonl_bytes(lines: pa.Array) -> bytes | memoryview:
+    """The lines, each ending in a newline: the value buffer of `line + "\\n"`, with no Python strings."""
+    if len(lines) == 0:
+        return b""
+    terminated = pc.binary_join_element_wise(lines, "\n", "")
+    offsets = np.frombuffer(terminated.buffers()[1], np.int32)
+    start, end = offsets[terminated.offset], offsets[terminated.offset + len(terminated)]
+    return memoryview(terminated.buffers()[2])[start:end]
 
 
 def _slice(pop: Population, lo: int, hi: int) -> Population:
