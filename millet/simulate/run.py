@@ -10,7 +10,7 @@ import gzip
 import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -51,50 +51,65 @@ def simulate(
     with ThreadPoolExecutor(max_workers=2) as pool:
         for offset in _progress(range(days), progress):
             day = start + timedelta(days=offset)
-            drops, fault_log = _day_lines(pop, book, day, seed, faults, pending, truth_dir)
-            for channel, parts in drops.items():
-                written += _write_channel_day(
-                    pool, landing_dir / channel / f"dt={day}", parts, channel, day, seed, faults
+            drop = _Drop(landing_dir, day, seed, faults, pending, pool)
+            for channel, generate in GENERATORS.items():  # one channel in memory at a time
+                chunks = range(0, len(pop), CHUNK_USERS)
+                written += drop.deliver(
+                    channel,
+                    [
+                        _lines(
+                            generate(_slice(pop, lo, lo + CHUNK_USERS), day, _rng(seed, day, channel, i), i),
+                            channel,
+                        )
+                        for i, lo in enumerate(chunks)
+                    ],
                 )
-            _write_json(fault_log, truth_dir / "faults" / f"dt={day}.json")
+            written += _deliver_loans(pop, book, drop, truth_dir)
+            _write_json(drop.log, truth_dir / "faults" / f"dt={day}.json")
     return written
 
 
-def _day_lines(pop, book, day, seed, faults, pending, truth_dir):
-    """Each channel's part files (arrays of lines) for `day`, with faults applied and logged."""
-    drops: dict[str, list[pa.Array]] = {}
-    for channel, generate in GENERATORS.items():
-        drops[channel] = [
-            _lines(
-                generate(_slice(pop, lo, lo + CHUNK_USERS), day, _rng(seed, day, channel, chunk), chunk),
-                channel,
-            )
-            for chunk, lo in enumerate(range(0, len(pop), CHUNK_USERS))
-        ]
+def _deliver_loans(pop: Population, book: LoanBook, drop: _Drop, truth_dir: Path) -> list[Path]:
+    day, faults = drop.day, drop.faults
     loss = faults.bank_sync_loss if day == faults.bank_sync_failure_day else 0.0
-    loans, bank, truth = book.day(day, _rng(seed, day, "loans", 0), loss)
+    loans, bank, truth = book.day(day, _rng(drop.seed, day, "loans", 0), loss)
     _write_parquet(truth, truth_dir / "loans" / f"dt={day}" / "part-0.parquet")
-    drops["loans"] = [_lines(with_envelope(pop, loans, "lon", day), "loans")]
-    log: dict[str, dict] = {"bank_sync": {"repayments_lost": bank.pop("_lost")}}
+    drop.log["bank_sync"] = {"repayments_lost": bank.pop("_lost")}
     # The bank books a repayment up to two days later: each record waits for its own day's drop.
     for booked, records in _split_by_day(bank):
-        pending[(booked, "bank_repayments")].append(
-            _lines(with_envelope(pop, records, "bnk", booked), "bank_repayments")
-        )
-    drops["bank_repayments"] = pending.pop((day, "bank_repayments"), [])
-    for channel, parts in drops.items():
-        rng = _rng(seed, day, channel, 999)
+        lines = _lines(with_envelope(pop, records, "bnk", booked), "bank_repayments")
+        drop.pending[(booked, "bank_repayments")].append(lines)
+    files = drop.deliver("loans", [_lines(with_envelope(pop, loans, "lon", day), "loans")])
+    return files + drop.deliver("bank_repayments", drop.pending.pop((day, "bank_repayments"), []))
+
+
+@dataclass
+class _Drop:
+    """One day's delivery: applies faults, holds late lines back, writes part files, logs counts."""
+
+    landing_dir: Path
+    day: date
+    seed: int
+    faults: Faults
+    pending: dict
+    pool: ThreadPoolExecutor
+    log: dict = field(default_factory=dict)
+
+    def deliver(self, channel: str, parts: list[pa.Array]) -> list[Path]:
+        rng = _rng(self.seed, self.day, channel, 999)
         counts: dict[str, int] = defaultdict(int)
         for i, lines in enumerate(parts):
-            parts[i], later, part_counts = corrupt(lines, contract_for(channel), day, faults, rng)
+            parts[i], later, part_counts = corrupt(lines, contract_for(channel), self.day, self.faults, rng)
             for delay, held in later.items():
-                pending[(day + timedelta(days=delay), channel)].append(held)
+                self.pending[(self.day + timedelta(days=delay), channel)].append(held)
             for k, v in part_counts.items():
                 counts[k] += v
-        arrived_late = pending.pop((day, channel), []) if channel != "bank_repayments" else []
-        parts.append(pa.concat_arrays(arrived_late) if arrived_late else pa.array([], pa.string()))
-        log[channel] = dict(counts) | {"delivered_late_today": sum(len(a) for a in arrived_late)}
-    return drops, log
+        # Bank records already wait for their booking day; only other channels' late lines arrive here.
+        arrived = self.pending.pop((self.day, channel), []) if channel != "bank_repayments" else []
+        parts.append(pa.concat_arrays(arrived) if arrived else pa.array([], pa.string()))
+        self.log[channel] = dict(counts) | {"delivered_late_today": sum(len(a) for a in arrived)}
+        folder = self.landing_dir / channel / f"dt={self.day}"
+        return _write_channel_day(self.pool, folder, parts, channel, self.day, self.seed, self.faults)
 
 
 def _split_by_day(records: dict):
