@@ -42,6 +42,14 @@ def simulate(
     typer.echo(f"wrote {len(files)} files under {settings.landing_dir}; truth under {settings.truth_dir}")
 
 
+@app.command(name="contracts")
+def show_contracts() -> None:
+    """Print the landing contracts as Markdown (what docs/contracts.md holds)."""
+    from millet.contracts.docs import contracts_markdown
+
+    typer.echo(contracts_markdown(), nl=False)
+
+
 @app.command()
 def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM-DD.")]) -> None:
     """One run of the millet_nightly DAG through Airflow for a logical date."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -42,6 +44,7 @@ class Manifest:
     duplicates: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     unknown_fields: list[str] = field(default_factory=list)
+    files_quarantined: dict[str, str] = field(default_factory=dict)  # file → reason; its lines are unknown
 
     @property
     def balanced(self) -> bool:
@@ -60,7 +63,13 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
 
     for path in sorted((settings.landing_dir / channel / f"dt={day}").glob("*.jsonl.gz")):
         manifest.files.append(path.name)
-        for line_no, line in enumerate(_read_lines(path), start=1):
+        try:
+            lines = _read_lines(path)
+        except UnreadableFile as exc:
+            manifest.files_quarantined[path.name] = exc.reason
+            _quarantine_file(path, settings.quarantine_dir / channel / "files" / f"dt={day}")
+            continue
+        for line_no, line in enumerate(lines, start=1):
             manifest.lines_in += 1
             try:
                 record = parse_line(line)
@@ -83,9 +92,25 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     return asdict(manifest) | {"balanced": manifest.balanced}
 
 
+class UnreadableFile(ValueError):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _read_lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle if line.strip()]
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            return [line.rstrip("\n") for line in handle if line.strip()]
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        raise UnreadableFile("truncated_or_corrupt_gzip") from None
+    except UnicodeDecodeError:
+        raise UnreadableFile("bad_encoding") from None
+
+
+def _quarantine_file(path: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, folder / path.name)
 
 
 def _pseudonymise(row: dict, contract: Contract, secret: bytes) -> dict:

@@ -31,3 +31,13 @@ def test_unknown_channel_names_the_known_ones():
         assert "commerce" in str(exc)
     else:
         raise AssertionError("expected KeyError")
+
+
+def test_committed_contract_docs_are_generated_from_the_contracts():
+    from millet.contracts.docs import contracts_markdown
+    from millet.settings import REPO_ROOT
+
+    committed = (REPO_ROOT / "docs" / "contracts.md").read_text()
+    assert committed == contracts_markdown(), "regenerate: .venv/bin/millet contracts > docs/contracts.md"
+    for contract in contracts().values():
+        assert all(f"`{name}`" in committed for name in contract.schema.names)

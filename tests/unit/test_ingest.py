@@ -91,3 +91,17 @@ def test_an_empty_drop_loads_as_an_empty_partition(settings):
     manifest = ingest_channel_day("commerce", DAY, settings)
     assert (manifest["lines_in"], manifest["rows_out"], manifest["balanced"]) == (0, 0, True)
     assert pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}").num_rows == 0
+
+
+def test_an_unreadable_file_is_quarantined_whole_and_the_others_still_load(settings):
+    _land(settings, [_line()])
+    broken = settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0001.jsonl.gz"
+    whole = (settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0000.jsonl.gz").read_bytes()
+    broken.write_bytes(whole[: len(whole) // 2])
+
+    manifest = ingest_channel_day("commerce", DAY, settings)
+
+    assert manifest["files_quarantined"] == {"part-0001.jsonl.gz": "truncated_or_corrupt_gzip"}
+    assert manifest["rows_out"] == 1 and manifest["balanced"]
+    kept = settings.quarantine_dir / "commerce" / "files" / f"dt={DAY}" / "part-0001.jsonl.gz"
+    assert kept.read_bytes() == broken.read_bytes()
