@@ -24,11 +24,11 @@ SYNC_FAILURE = START + timedelta(days=34)
 
 
 def read_drop(folder):
-    """(lines, extra empty files, files whose gzip stream is broken), read independently.
+    """(lines, extra empty files, files whose gzip stream is broken, files with data), read independently.
 
     A day with no events is delivered as one empty file; only an empty file beside others is a fault.
     """
-    lines, empty, broken = [], 0, 0
+    lines, empty, broken, with_data = [], 0, 0, 0
     paths = sorted(folder.glob("*.jsonl.gz"))
     for path in paths:
         try:
@@ -37,8 +37,9 @@ def read_drop(folder):
             broken += 1
             continue
         empty += text == "" and len(paths) > 1
+        with_data += text != ""
         lines += [line for line in text.split("\n") if line]
-    return lines, empty, broken
+    return lines, empty, broken, with_data
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,9 @@ def _observed_faults(root, days):
         numeric = {f.name for f in contract.schema if f.type in (pa.int32(), pa.int64(), pa.float64())}
         for offset in range(days):
             day = str(START + timedelta(days=offset))
-            lines, empty, broken = read_drop(root / channel / f"dt={day}")
-            seen.update(empty_file=empty, truncated_gzip=broken, channel_days=1, lines=len(lines))
+            lines, empty, broken, with_data = read_drop(root / channel / f"dt={day}")
+            seen.update(empty_file=empty, truncated_gzip=broken, parts=broken + with_data, channel_days=1,
+                        lines=len(lines))
             ids = Counter()
             for line in lines:
                 try:
@@ -201,7 +203,7 @@ def test_each_fault_appears_at_its_rate_and_not_when_off(tmp_path):
     assert RATE * 0.5 < seen["late"] / seen["lines"] < RATE * 1.25, seen["late"]
     # File faults: binomial over channel-days (empty) and part files (truncated); wide bounds.
     assert 0.25 * seen["channel_days"] < seen["empty_file"] < 0.75 * seen["channel_days"]
-    assert seen["truncated_gzip"] > 0
+    assert 0.15 * seen["parts"] < seen["truncated_gzip"] < 0.45 * seen["parts"]
 
     simulate(tmp_path / "clean", users=3_000, days=days, start=START, seed=5)
     clean = _observed_faults(tmp_path / "clean", days)
