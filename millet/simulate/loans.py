@@ -7,7 +7,7 @@ paying); each day then emits the events that fall on it. Rates, documented once:
 - terms 3/6/12 months, monthly instalments 30 days apart, 1.8% a month;
 - a loan defaults with the user's true PD (≈3% overall): the borrower stops paying at one of the
   first three instalments, so it reaches 90 days past due within 6 months of disbursement;
-- others pay each instalment on time (≈85%) or 1-20 days late (cured);
+- others pay each instalment on time (≈85%, fewer for riskier borrowers) or 1-20 days late (cured);
 - the bank books each repayment the same day (60%), a day later (30%) or two days later (10%).
 """
 
@@ -102,7 +102,8 @@ class LoanBook:
         k = np.concatenate([np.arange(1, t + 1) for t in term]) if len(term) else np.empty(0, np.int64)
         owner = np.repeat(np.arange(len(term)), term)
         due = day.toordinal() + INSTALMENT_DAYS * k
-        late = np.where(rng.random(len(k)) < 0.85, 0, rng.integers(1, 21, len(k)))
+        late_share = np.minimum(0.1 * np.exp(1.0 * self.pop.risk[who[owner]]), 0.9)
+        late = np.where(rng.random(len(k)) >= late_share, 0, rng.integers(1, 21, len(k)))
         paid = np.where(k < stops_at[owner], due + late, -1)
         instalment = principal * (1 + MONTHLY_RATE * term) / term
         self.user = np.concatenate([self.user, who[owner]])
