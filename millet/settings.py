@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     task_retry_delay_s: int = 300
     airflow_log_level: str = "INFO"
 
+    dedupe_lookback_days: int = Field(
+        7, description="How far back ingestion looks for re-sent events (at-least-once delivery)."
+    )
+
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import pyarrow as pa
@@ -55,8 +56,13 @@ class Contract:
     schema: pa.Schema
     description: str
 
+    @cached_property
+    def rules(self) -> dict[str, FieldRule]:
+        """Each field's rule, parsed once: validation reads it for every field of every row."""
+        return {f.name: rule_of(f) for f in self.schema}
+
     def fields_with_role(self, role: Role) -> list[pa.Field]:
-        return [f for f in self.schema if rule_of(f).role == role]
+        return [f for f in self.schema if self.rules[f.name].role == role]
 
     @property
     def event_id(self) -> str:
@@ -70,10 +76,10 @@ class Contract:
     def account(self) -> str:
         return self.fields_with_role("account")[0].name
 
-    @property
+    @cached_property
     def raw_identifiers(self) -> list[str]:
         """Fields that must never leave ingestion: the account id and every other identifier."""
-        return [f.name for f in self.schema if rule_of(f).role in ("account", "identifier")]
+        return [f.name for f in self.schema if self.rules[f.name].role in ("account", "identifier")]
 
 
 def bronze_schema(contract: Contract) -> pa.Schema:

@@ -16,10 +16,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
-from millet.ingest.partition import write_partition
+from millet.ingest.partition import PART_FILE, partition_dir, write_partition
 from millet.ingest.pseudonymise import user_key
 from millet.ingest.validate import Rejected, check_record, parse_line, unknown_fields
 from millet.settings import Settings, get_settings
@@ -42,6 +43,7 @@ class Manifest:
     rows_out: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    duplicates_seen_before: int = 0  # of `duplicates`: re-sent events already in an earlier day's bronze
     reasons: dict[str, int] = field(default_factory=dict)
     unknown_fields: list[str] = field(default_factory=list)
     files_quarantined: dict[str, str] = field(default_factory=dict)  # file → reason; its lines are unknown
@@ -58,7 +60,10 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     contract = contract_for(channel)
     closes_at = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), tzinfo=UTC)
     manifest = Manifest(channel=channel, dt=day, contract_version=contract.version)
-    rows, quarantine, seen, extra = [], [], set(), set()
+    rows, quarantine, extra = [], [], set()
+    # At-least-once delivery re-sends old events days later: what earlier days already loaded counts as seen.
+    earlier = _earlier_event_ids(settings, channel, contract, day)
+    seen: set[str] = set()
     secret = settings.pseudonym_secret
 
     for path in sorted((settings.landing_dir / channel / f"dt={day}").glob("*.jsonl.gz")):
@@ -77,8 +82,10 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
             except Rejected as exc:
                 quarantine.append((path.name, line_no, exc.reason, str(exc), line))
                 continue
-            if row[contract.event_id] in seen:
+            event_id = row[contract.event_id]
+            if event_id in seen or event_id in earlier:
                 manifest.duplicates += 1
+                manifest.duplicates_seen_before += event_id in earlier
                 continue
             seen.add(row[contract.event_id])
             extra |= unknown_fields(record, contract)
@@ -90,6 +97,17 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     manifest.unknown_fields = sorted(extra)
     _write_outputs(settings, manifest, contract, rows, quarantine)
     return asdict(manifest) | {"balanced": manifest.balanced}
+
+
+def _earlier_event_ids(settings: Settings, channel: str, contract: Contract, day: str) -> set[str]:
+    """Event ids in this channel's bronze partitions of the `dedupe_lookback_days` before `day`."""
+    first = date.fromisoformat(day) - timedelta(days=settings.dedupe_lookback_days)
+    ids: set[str] = set()
+    for offset in range(settings.dedupe_lookback_days):
+        part = partition_dir(settings.bronze_dir / channel, str(first + timedelta(days=offset))) / PART_FILE
+        if part.exists():
+            ids.update(pq.read_table(part, columns=[contract.event_id]).column(0).to_pylist())
+    return ids
 
 
 class UnreadableFile(ValueError):

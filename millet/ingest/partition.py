@@ -19,6 +19,8 @@ def write_partition(table: pa.Table, table_dir: Path, day: str) -> Path:
     """One file per partition, written beside its target and renamed into place (atomic on POSIX)."""
     target = partition_dir(table_dir, day) / PART_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{PART_FILE}.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
     # The temporary name does not end in .parquet, so globbing readers never pick it up.
     tmp = target.with_name(f".{PART_FILE}.{os.getpid()}.tmp")
     pq.write_table(table, tmp, compression="zstd")

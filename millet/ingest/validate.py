@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from millet.contracts.base import Contract, rule_of
+from millet.contracts.base import Contract, FieldRule
 
 REASONS = ("malformed_json", "not_an_object", "missing_field", "bad_type", "unknown_enum", "out_of_range",
            "future_timestamp")
@@ -47,7 +47,7 @@ def check_record(record: dict[str, Any], contract: Contract, closes_at: datetime
                 raise Rejected("missing_field", f.name)
             row[f.name] = None
             continue
-        row[f.name] = _check_value(f, _coerce(f, value), closes_at)
+        row[f.name] = _check_value(f, contract.rules[f.name], _coerce(f, value), closes_at)
     return row
 
 
@@ -73,8 +73,7 @@ def _coerce(f: pa.Field, value: Any) -> Any:
     return float(value) if pa.types.is_floating(t) else value
 
 
-def _check_value(f: pa.Field, value: Any, closes_at: datetime) -> Any:
-    rule = rule_of(f)
+def _check_value(f: pa.Field, rule: FieldRule, value: Any, closes_at: datetime) -> Any:
     if rule.enum is not None and value not in rule.enum:
         raise Rejected("unknown_enum", f"{f.name}={value!r} not in {rule.enum}")
     if rule.minimum is not None and value < rule.minimum:

@@ -105,3 +105,19 @@ def test_an_unreadable_file_is_quarantined_whole_and_the_others_still_load(setti
     assert manifest["rows_out"] == 1 and manifest["balanced"]
     kept = settings.quarantine_dir / "commerce" / "files" / f"dt={DAY}" / "part-0001.jsonl.gz"
     assert kept.read_bytes() == broken.read_bytes()
+
+
+def test_an_event_re_sent_days_later_is_removed_as_a_duplicate(settings):
+    later = "2026-02-04"
+    _land(settings, [_line(event_id="e1"), _line(event_id="e2")])
+    ingest_channel_day("commerce", DAY, settings)
+    write_drop(settings.landing_dir / "commerce" / f"dt={later}" / "part-0000.jsonl.gz",
+               [_line(event_id="e1"), _line(event_id="e3", event_ts="2026-02-04T09:00:00Z")])
+
+    manifest = ingest_channel_day("commerce", later, settings)
+
+    assert (manifest["rows_out"], manifest["duplicates"], manifest["duplicates_seen_before"]) == (1, 1, 1)
+    bronze = pq.read_table(settings.bronze_dir / "commerce" / f"dt={later}")
+    assert bronze.column("event_id").to_pylist() == ["e3"]
+    # Re-running the earlier day is unaffected by the later one: only earlier days count as seen.
+    assert ingest_channel_day("commerce", DAY, settings)["rows_out"] == 2
