@@ -33,3 +33,18 @@ def parsed_rows(lines: list[str]) -> tuple[list[dict], int]:
 
 def hmac_key(account_id: str, secret: bytes) -> str:
     return hmac.new(secret, account_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def decoded_strings(root: Path) -> set[str]:
+    """Every string value and column name in every Parquet file under `root`, decompressed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    found: set[str] = set()
+    for path in root.rglob("*.parquet"):
+        table = pq.read_table(path)
+        found.update(table.column_names)
+        for column in table.columns:
+            if pa.types.is_string(column.type):
+                found.update(v for v in column.to_pylist() if v is not None)
+    return found

@@ -18,7 +18,7 @@ from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from millet.transform import snapshot_path
 from tests.conftest import TEST_KEY
-from tests.helpers import hmac_key, landing_lines, parsed_rows
+from tests.helpers import decoded_strings, hmac_key, landing_lines, parsed_rows
 
 DAYS = ["2026-01-01", "2026-01-02"]
 WINDOWS = (7, 30, 90)
@@ -157,3 +157,19 @@ def test_the_cli_prints_a_users_features_as_json_and_refuses_unknown_users(night
 
     unknown = CliRunner().invoke(app, ["features", "no-such-user"])
     assert unknown.exit_code == 1 and "no features online" in unknown.output
+
+
+def test_no_raw_identifier_from_the_landing_zone_appears_under_bronze(nightly):
+    from millet.contracts import contracts
+
+    raw = set()
+    for channel, contract in contracts().items():
+        for day in DAYS:
+            rows, _ = parsed_rows(landing_lines(nightly.landing_dir, channel, day))
+            raw |= {str(r[n]) for r in rows for n in contract.raw_identifiers if r.get(n) is not None}
+    assert len(raw) > 1000  # accounts, devices and phones of every channel
+    bronze = decoded_strings(nightly.bronze_dir)
+    assert len(bronze) > 1000
+    assert not raw & bronze
+    identifier_columns = {name for c in contracts().values() for name in c.raw_identifiers}
+    assert not identifier_columns & bronze  # nor a column of that name
