@@ -1,7 +1,8 @@
 """
 ### millet_nightly
 
-Every night, for the logical date `ds`: ingest each landing channel's drop into bronze, build the
+Every night, for the logical date `ds`: ingest the consent feed, then each landing channel's drop
+into bronze (behaviour of users who declined is excluded), build the
 feature snapshot with dbt, check it with Great Expectations, and publish it through Feast.
 A failed critical quality check stops the run before anything is published.
 
@@ -33,10 +34,18 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
 )
 def millet_nightly():
     @task
+    def ingest_consent(ds: str | None = None) -> dict:
+        from millet.contracts import contracts
+        from millet.ingest import ingest_channel_day
+
+        feed = next(c.channel for c in contracts().values() if c.is_consent_feed)
+        return ingest_channel_day(feed, ds)
+
+    @task
     def list_channels() -> list[str]:
         from millet.contracts import contracts
 
-        return sorted(contracts())
+        return sorted(name for name, c in contracts().items() if not c.is_consent_feed)
 
     @task(max_active_tis_per_dagrun=4)
     def ingest_channel(channel: str, ds: str | None = None) -> dict:
@@ -63,6 +72,7 @@ def millet_nightly():
         return publish(ds)
 
     manifests = ingest_channel.expand(channel=list_channels())
+    ingest_consent() >> manifests  # consent decides which behaviour events may be kept
     publish_features(check_features(build_features(manifests)))
 
 

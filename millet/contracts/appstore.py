@@ -9,6 +9,7 @@ APP_CATEGORIES = ("loan", "gambling", "finance", "education", "games", "social",
 CONTRACT = Contract(
     channel="appstore",
     version="1.0.0",
+    consent_bound=True,
     description="Installs, uninstalls and paid purchases in the app store, by app and category.",
     schema=pa.schema(
         [

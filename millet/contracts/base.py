@@ -55,6 +55,10 @@ class Contract:
     version: str
     schema: pa.Schema
     description: str
+    # Ecosystem behaviour may be used only with the user's consent; loan records are kept regardless
+    # (they are needed to service the loan). The consent feed itself is read before any other channel.
+    consent_bound: bool = False
+    is_consent_feed: bool = False
 
     @cached_property
     def rules(self) -> dict[str, FieldRule]:
@@ -104,9 +108,9 @@ def event_fields(prefix: str, *, phone: bool = False) -> list[pa.Field]:
 
 
 def contracts() -> dict[str, Contract]:
-    from millet.contracts import appstore, bank_repayments, commerce, device, forum, loans, payments
+    from millet.contracts import appstore, bank_repayments, commerce, consent, device, forum, loans, payments
 
-    modules = (device, appstore, commerce, forum, payments, loans, bank_repayments)
+    modules = (consent, device, appstore, commerce, forum, payments, loans, bank_repayments)
     return {m.CONTRACT.channel: m.CONTRACT for m in modules}
 
 

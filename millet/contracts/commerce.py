@@ -7,6 +7,7 @@ from millet.contracts.base import Contract, event_fields, field
 CONTRACT = Contract(
     channel="commerce",
     version="1.1.0",
+    consent_bound=True,
     description="Orders placed, cancelled or returned in the official web store, and address changes.",
     schema=pa.schema(
         [

@@ -9,6 +9,7 @@ APP_CATEGORIES = ("social", "games", "finance", "shopping", "education", "video"
 CONTRACT = Contract(
     channel="device",
     version="1.0.0",
+    consent_bound=True,
     description="Usage sessions reported by the phone: screen time, launches, charging, SIM and city.",
     schema=pa.schema(
         [

@@ -7,6 +7,7 @@ from millet.contracts.base import Contract, event_fields, field
 CONTRACT = Contract(
     channel="forum",
     version="1.0.0",
+    consent_bound=True,
     description="Forum activity by the user, and reports other members filed against them.",
     schema=pa.schema(
         [

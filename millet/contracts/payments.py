@@ -21,6 +21,7 @@ MERCHANT_CATEGORIES = (
 CONTRACT = Contract(
     channel="payments",
     version="1.0.0",
+    consent_bound=True,
     description="Wallet transactions by merchant category, with their outcome.",
     schema=pa.schema(
         [

@@ -44,13 +44,14 @@ class Manifest:
     quarantined: int = 0
     duplicates: int = 0
     duplicates_seen_before: int = 0  # of `duplicates`: re-sent events already in an earlier day's bronze
+    excluded_no_consent: int = 0  # behaviour of users who declined, or with no valid record saying yes
     reasons: dict[str, int] = field(default_factory=dict)
     unknown_fields: list[str] = field(default_factory=list)
     files_quarantined: dict[str, str] = field(default_factory=dict)  # file → reason; its lines are unknown
 
     @property
     def balanced(self) -> bool:
-        return self.lines_in == self.rows_out + self.quarantined + self.duplicates
+        return self.lines_in == self.rows_out + self.quarantined + self.duplicates + self.excluded_no_consent
 
 
 def ingest_channel_day(channel: str, day: str | date, settings: Settings | None = None) -> dict:
@@ -63,6 +64,7 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     rows, quarantine, extra = [], [], set()
     # At-least-once delivery re-sends old events days later: what earlier days already loaded counts as seen.
     earlier = _earlier_event_ids(settings, channel, contract, day)
+    consenting = _consenting_user_keys(settings, day) if contract.consent_bound else None
     seen: set[str] = set()
     secret = settings.pseudonym_secret
 
@@ -87,9 +89,13 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
                 manifest.duplicates += 1
                 manifest.duplicates_seen_before += event_id in earlier
                 continue
-            seen.add(row[contract.event_id])
+            seen.add(event_id)
             extra |= unknown_fields(record, contract)
-            rows.append(_pseudonymise(row, contract, secret))
+            row = _pseudonymise(row, contract, secret)
+            if consenting is not None and row["user_key"] not in consenting:
+                manifest.excluded_no_consent += 1
+                continue
+            rows.append(row)
 
     manifest.rows_out = len(rows)
     manifest.quarantined = len(quarantine)
@@ -97,6 +103,25 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     manifest.unknown_fields = sorted(extra)
     _write_outputs(settings, manifest, contract, rows, quarantine)
     return asdict(manifest) | {"balanced": manifest.balanced}
+
+
+def _consenting_user_keys(settings: Settings, day: str) -> set[str]:
+    """Users whose latest consent record that had arrived by the end of `day` gives consent.
+
+    An allow-list on purpose: a user with no valid record (say, a malformed line) is not assumed to agree.
+    """
+    import duckdb
+
+    consent = settings.bronze_dir / "consent"
+    if not any(consent.glob("dt=*/*.parquet")):
+        raise RuntimeError(f"no consent records under {consent}: ingest the consent feed before behaviour")
+    query = f"""
+        select user_key from read_parquet('{consent}/*/*.parquet', hive_partitioning = true)
+        where dt <= date '{day}'
+        qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1
+            and consent_given
+    """
+    return {key for (key,) in duckdb.sql(query).fetchall()}
 
 
 def _earlier_event_ids(settings: Settings, channel: str, contract: Contract, day: str) -> set[str]:

@@ -22,14 +22,14 @@ import pyarrow.parquet as pq
 
 from millet.contracts import contract_for
 from millet.simulate.behaviour import GENERATORS
-from millet.simulate.events import DAY_US
+from millet.simulate.events import DAY_US, envelope, midnight_us
 from millet.simulate.faults import Faults, corrupt
 from millet.simulate.loans import LoanBook, with_envelope
 from millet.simulate.population import Population, make_population
 
 NO_FAULTS = Faults()
 CHUNK_USERS = 250_000
-CHANNEL_SEED = {name: i + 1 for i, name in enumerate([*GENERATORS, "loans", "bank_repayments"])}
+CHANNEL_SEED = {name: i + 1 for i, name in enumerate([*GENERATORS, "loans", "bank_repayments", "consent"])}
 
 
 def simulate(
@@ -52,6 +52,8 @@ def simulate(
         for offset in _progress(range(days), progress):
             day = start + timedelta(days=offset)
             drop = _Drop(landing_dir, day, seed, faults, pending, pool)
+            consent = _consent_records(pop, day, first=offset == 0)
+            written += drop.deliver("consent", [_lines(consent, "consent")])
             for channel, generate in GENERATORS.items():  # one channel in memory at a time
                 chunks = range(0, len(pop), CHUNK_USERS)
                 written += drop.deliver(
@@ -67,6 +69,15 @@ def simulate(
             written += _deliver_loans(pop, book, drop, truth_dir)
             _write_json(drop.log, truth_dir / "faults" / f"dt={day}.json")
     return written
+
+
+def _consent_records(pop: Population, day: date, first: bool) -> dict:
+    """Everyone's onboarding choice on the first day simulated; no later changes (yet)."""
+    who = np.arange(len(pop)) if first else np.empty(0, np.int64)
+    ev = envelope(pop, who, np.full(len(who), midnight_us(day)), "cns", day, 0, phone=False)
+    who = ev.pop("_who")
+    ev.pop("device_id")
+    return ev | {"consent_given": pop.consent[who], "source": np.full(len(who), "onboarding")}
 
 
 def _deliver_loans(pop: Population, book: LoanBook, drop: _Drop, truth_dir: Path) -> list[Path]:

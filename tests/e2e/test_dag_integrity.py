@@ -7,6 +7,7 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
     edges = {(up, down) for down in dag.task_ids for up in dag.get_task(down).upstream_task_ids}
     assert edges == {
         ("list_channels", "ingest_channel"),
+        ("ingest_consent", "ingest_channel"),
         ("ingest_channel", "build_features"),
         ("build_features", "check_features"),
         ("check_features", "publish_features"),

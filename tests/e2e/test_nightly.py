@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 
 import pyarrow.parquet as pq
@@ -74,9 +74,26 @@ def _same(actual, expected) -> bool:
     return math.isclose(actual, expected, rel_tol=1e-6)  # features are float32
 
 
+def _consent_by_account(settings) -> dict[str, bool]:
+    """The hidden truth: who declined the use of ecosystem data."""
+    users = pq.read_table(settings.truth_dir / "users.parquet", columns=["account_id", "consent"])
+    return dict(zip(users.column(0).to_pylist(), users.column(1).to_pylist(), strict=True))
+
+
+def _consent_as_landed(settings) -> dict[str, bool]:
+    """What the consent feed says, from its valid lines; a user with no valid line has not agreed."""
+    rows = [r for day in DAYS for r in parsed_rows(landing_lines(settings.landing_dir, "consent", day))[0]]
+    latest = {}
+    for r in sorted(rows, key=lambda r: (r["event_ts"], r["event_id"])):
+        latest[r["account_id"]] = r["consent_given"]
+    return defaultdict(bool, latest)
+
+
 def test_online_features_of_a_known_user_match_an_independent_computation(nightly):
     rows = _landed_rows(nightly)
-    busiest = Counter(r["account_id"] for r in rows if r["status"] == "placed").most_common(1)[0][0]
+    consented = _consent_as_landed(nightly)
+    orders = Counter(r["account_id"] for r in rows if r["status"] == "placed" and consented[r["account_id"]])
+    busiest = orders.most_common(1)[0][0]
 
     served = online_features(hmac_key(busiest, TEST_KEY))
     expected = expected_features(rows, busiest, DAYS[-1])
@@ -88,6 +105,7 @@ def test_online_features_of_a_known_user_match_an_independent_computation(nightl
 
 
 def test_malformed_lines_are_counted_and_quarantined_with_their_reason(nightly):
+    consented = _consent_as_landed(nightly)
     for day in DAYS:
         lines = landing_lines(nightly.landing_dir, "commerce", day)
         rows, broken = parsed_rows(lines)
@@ -96,8 +114,7 @@ def test_malformed_lines_are_counted_and_quarantined_with_their_reason(nightly):
         quarantine = pq.read_table(nightly.quarantine_dir / "commerce" / f"dt={day}").to_pylist()
         assert Counter(q["reason"] for q in quarantine) == {"malformed_json": broken}
         bronze = pq.read_table(nightly.bronze_dir / "commerce" / f"dt={day}")
-        assert bronze.num_rows == len(rows)
-        assert len(lines) == bronze.num_rows + broken + (len(lines) - broken - len(rows))
+        assert bronze.num_rows == sum(consented[r["account_id"]] for r in rows)
 
 
 def test_rerunning_a_logical_date_leaves_outputs_identical(nightly):
@@ -173,3 +190,18 @@ def test_no_raw_identifier_from_the_landing_zone_appears_under_bronze(nightly):
     assert not raw & bronze
     identifier_columns = {name for c in contracts().values() for name in c.raw_identifiers}
     assert not identifier_columns & bronze  # nor a column of that name
+
+
+def test_behaviour_of_users_who_declined_never_reaches_bronze_but_their_loans_do(nightly):
+    from millet.contracts import contracts
+
+    declined = {hmac_key(a, TEST_KEY) for a, given in _consent_by_account(nightly).items() if not given}
+    assert len(declined) > 50  # a few percent of 4,000
+    for channel, contract in contracts().items():
+        keys = set(pq.read_table(nightly.bronze_dir / channel, columns=["user_key"]).column(0).to_pylist())
+        if contract.consent_bound:
+            assert not keys & declined, channel
+    loans = set(pq.read_table(nightly.bronze_dir / "loans", columns=["user_key"]).column(0).to_pylist())
+    loan_rows = [r for day in DAYS for r in parsed_rows(landing_lines(nightly.landing_dir, "loans", day))[0]]
+    declined_borrowers = {hmac_key(r["account_id"], TEST_KEY) for r in loan_rows} & declined
+    assert declined_borrowers and declined_borrowers <= loans

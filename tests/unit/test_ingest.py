@@ -35,9 +35,21 @@ FAULTS = {
 }
 
 
+def land_consent(settings, choices: dict[str, bool], day: str = DAY) -> None:
+    records = [
+        json.dumps({"event_id": f"c-{account}-{day}", "event_ts": f"{day}T00:00:00Z", "account_id": account,
+                    "consent_given": given, "source": "onboarding"})
+        for account, given in choices.items()
+    ]
+    write_drop(settings.landing_dir / "consent" / f"dt={day}" / "part-0000.jsonl.gz", records)
+    ingest_channel_day("consent", day, settings)
+
+
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+    land_consent(settings, {"A000000042": True, "A000000043": True})
+    return settings
 
 
 def _land(settings, lines):
@@ -118,3 +130,22 @@ def test_an_event_re_sent_days_later_is_removed_as_a_duplicate(settings):
     assert bronze.column("event_id").to_pylist() == ["e3"]
     # Re-running the earlier day is unaffected by the later one: only earlier days count as seen.
     assert ingest_channel_day("commerce", DAY, settings)["rows_out"] == 2
+
+
+def test_behaviour_of_users_who_declined_is_excluded_and_counted(settings):
+    land_consent(settings, {"A000000042": True, "A000000043": False})  # the day's feed, re-delivered
+    no_record = _line(event_id="e3", account_id="A000000044")  # never agreed: not assumed to
+    _land(settings, [_line(event_id="e1"), _line(event_id="e2", account_id="A000000043"), no_record])
+
+    manifest = ingest_channel_day("commerce", DAY, settings)
+
+    assert (manifest["rows_out"], manifest["excluded_no_consent"], manifest["balanced"]) == (1, 2, True)
+    keys = pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}").column("user_key").to_pylist()
+    assert keys == [hmac_key("A000000042", TEST_KEY)]
+
+
+def test_behaviour_needs_the_consent_feed_first(tmp_path):
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+    _land(settings, [_line()])
+    with pytest.raises(RuntimeError, match="consent"):
+        ingest_channel_day("commerce", DAY, settings)
