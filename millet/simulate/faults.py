@@ -25,6 +25,7 @@ RECORD_FAULTS = (
     "future_timestamp",
     "schema_drift",
 )
+COUNTED = (*RECORD_FAULTS, "duplicate", "late")  # what the truth log counts for every channel-day
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def corrupt(lines: pa.Array, contract: Contract, day: date, faults: Faults, rng:
     leave Arrow for Python, so a drop of millions of lines stays fast.
     """
     n = len(lines)
-    counts = dict.fromkeys((*RECORD_FAULTS, "duplicate", "late"), 0)
+    counts = dict.fromkeys(COUNTED, 0)
     draw = rng.random(n)
     clean = np.ones(n, bool)
     replaced: dict[int, str] = {}

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from millet.contracts import contract_for
 from millet.simulate.behaviour import GENERATORS
 from millet.simulate.events import DAY_US, envelope, midnight_us
-from millet.simulate.faults import Faults, corrupt
+from millet.simulate.faults import COUNTED, Faults, corrupt
 from millet.simulate.loans import LoanBook, with_envelope
 from millet.simulate.population import Population, make_population
 
@@ -108,7 +108,7 @@ class _Drop:
 
     def deliver(self, channel: str, parts: list[pa.Array]) -> list[Path]:
         rng = _rng(self.seed, self.day, channel, 999)
-        counts: dict[str, int] = defaultdict(int)
+        counts = dict.fromkeys(COUNTED, 0)
         for i, lines in enumerate(parts):
             parts[i], later, part_counts = corrupt(lines, contract_for(channel), self.day, self.faults, rng)
             for delay, held in later.items():
