@@ -12,7 +12,7 @@ demo: $(STAMP)
 	$(BIN)/millet demo
 
 test: $(STAMP)
-	$(BIN)/ruff check millet dags features tests
+	$(BIN)/ruff check millet dags features tests bench
 	$(BIN)/pytest
 
 $(STAMP): requirements.lock pyproject.toml
