@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from millet.serving.store import DEFAULT_SERVICE
 from millet.settings import get_settings
 
 app = typer.Typer(help="Millet: a feature store for consumer-credit risk.", no_args_is_help=True,
@@ -65,7 +66,7 @@ def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM
 @app.command()
 def features(
     user_key: Annotated[str, typer.Argument(help="The pseudonymous user_key.")],
-    service: Annotated[str, typer.Option(help="Feast feature service.")] = "credit_risk_v1",
+    service: Annotated[str, typer.Option(help="Feast feature service.")] = DEFAULT_SERVICE,
 ) -> None:
     """Look a user's features up in the online store; prints JSON."""
     from millet.serving import online_features
@@ -117,6 +118,3 @@ def _date(text: str) -> date:
     except ValueError:
         _fail(f"{text!r} is not a date; use YYYY-MM-DD")
 
-
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())

@@ -1,4 +1,4 @@
-"""Plain-Python readings of landing drops, independent of the code under test."""
+"""Plain-Python readings of landing drops, independent of the code under test, and shared test data."""
 
 from __future__ import annotations
 
@@ -48,3 +48,32 @@ def decoded_strings(root: Path) -> set[str]:
             if pa.types.is_string(column.type):
                 found.update(v for v in column.to_pylist() if v is not None)
     return found
+
+
+# A hand-written web-store order, for ingestion tests: change a field with order_line(field=value),
+# drop one with order_line(field=...).
+DAY = "2026-02-01"
+GOOD = {
+    "event_id": "e1", "event_ts": "2026-02-01T10:00:00Z", "account_id": "A000000042",
+    "device_id": "861234567890123", "phone": "+8613800000000", "order_id": "O1", "amount": 99.5,
+    "items": 2, "payment_type": "full", "coupon_used": False, "status": "placed", "address_changed": False,
+}
+
+
+def order_line(**changes) -> str:
+    record = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in record.items() if v is not ...})
+
+
+def land_consent(settings, choices: dict[str, bool], day: str = DAY) -> None:
+    """Deliver and ingest a consent feed for `day`: behaviour ingestion reads it first."""
+    records = [
+        json.dumps({"event_id": f"c-{account}-{day}", "event_ts": f"{day}T00:00:00Z", "account_id": account,
+                    "consent_given": given, "source": "onboarding"})
+        for account, given in choices.items()
+    ]
+    from millet.ingest import ingest_channel_day
+    from millet.simulate.run import write_drop
+
+    write_drop(settings.landing_dir / "consent" / f"dt={day}" / "part-0000.jsonl.gz", records)
+    ingest_channel_day("consent", day, settings)

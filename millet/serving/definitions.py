@@ -10,6 +10,7 @@ from feast.data_format import ParquetFormat
 from feast.types import Float32, Int32
 
 from millet.feature_spec import Family, families
+from millet.serving.store import DEFAULT_SERVICE
 from millet.settings import get_settings
 
 FEAST_DTYPE = {"int32": Int32, "float32": Float32}
@@ -82,7 +83,7 @@ def feature_services() -> tuple[FeatureService, ...]:
     # splits services by decision (credit_risk, repayment_ability, financial_demand).
     return (
         FeatureService(
-            name="credit_risk_v1",
+            name=DEFAULT_SERVICE,
             features=list(feature_views()),
             description="Pre-loan access and pricing.",
             owner=OWNER,

@@ -7,7 +7,7 @@ simulator logs under truth/faults/ are exact. File faults hit a whole part file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
@@ -61,10 +61,6 @@ class Faults:
             bank_sync_failure_day=start + timedelta(days=1) if start else None,
         )
 
-    def rates(self) -> dict:
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), float)
-        }
 
 
 def corrupt(lines: pa.Array, contract: Contract, day: date, faults: Faults, rng: np.random.Generator):

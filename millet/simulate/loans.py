@@ -19,7 +19,7 @@ from datetime import date
 import numpy as np
 import pyarrow as pa
 
-from millet.simulate.events import DAY_US, daytime_us, midnight_us
+from millet.simulate.events import DAY_US, daytime_us, envelope, midnight_us
 from millet.simulate.population import MARKET_LOAN_SIZE, Population
 
 TERMS = np.array([3, 6, 12])
@@ -192,8 +192,6 @@ def _concat(parts: list[dict]) -> dict:
 
 def with_envelope(pop: Population, records: dict, prefix: str, day: date, phone: bool = True) -> dict:
     """Sort by time and add ids and raw identifiers, the same way every channel does."""
-    from millet.simulate.events import envelope
-
     order = np.argsort(records["_ts"], kind="stable")
     body = {k: v[order] for k, v in records.items() if not k.startswith("_") and k != "event_id"}
     ev = envelope(pop, records["_who"][order], records["_ts"][order], prefix, day, 0, phone=phone)

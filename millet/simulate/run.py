@@ -76,7 +76,6 @@ def _consent_records(pop: Population, day: date, first: bool) -> dict:
     who = np.arange(len(pop)) if first else np.empty(0, np.int64)
     ev = envelope(pop, who, np.full(len(who), midnight_us(day)), "cns", day, 0, phone=False)
     who = ev.pop("_who")
-    ev.pop("device_id")
     return ev | {"consent_given": pop.consent[who], "source": np.full(len(who), "onboarding")}
 
 
@@ -120,7 +119,19 @@ class _Drop:
         parts.append(pa.concat_arrays(arrived) if arrived else pa.array([], pa.string()))
         self.log[channel] = dict(counts) | {"delivered_late_today": sum(len(a) for a in arrived)}
         folder = self.landing_dir / channel / f"dt={self.day}"
-        return _write_channel_day(self.pool, folder, parts, channel, self.day, self.seed, self.faults)
+        return self._write(folder, parts, channel)
+
+    def _write(self, folder: Path, parts: list[pa.Array], channel: str) -> list[Path]:
+        """Part files, in parallel; file faults: a truncated part, or an extra empty one."""
+        rng = _rng(self.seed, self.day, channel, 1_000)
+        jobs = [
+            (folder / f"part-{i:04d}.jsonl.gz", lines, rng.random() < self.faults.truncated_gzip)
+            for i, lines in enumerate(parts)
+            if len(lines)
+        ]
+        if rng.random() < self.faults.empty_file or not jobs:
+            jobs.append((folder / f"part-{len(parts):04d}.jsonl.gz", [], False))
+        return list(self.pool.map(lambda job: write_drop(*job), jobs))
 
 
 def _split_by_day(records: dict):
@@ -128,18 +139,6 @@ def _split_by_day(records: dict):
     for ordinal_day in np.unique(days):
         keep = days == ordinal_day
         yield date(1970, 1, 1) + timedelta(days=int(ordinal_day)), {k: v[keep] for k, v in records.items()}
-
-
-def _write_channel_day(pool, folder: Path, parts, channel, day, seed, faults) -> list[Path]:
-    rng = _rng(seed, day, channel, 1_000)
-    jobs = [
-        (folder / f"part-{i:04d}.jsonl.gz", lines, rng.random() < faults.truncated_gzip)
-        for i, lines in enumerate(parts)
-        if lines
-    ]
-    if rng.random() < faults.empty_file or not jobs:
-        jobs.append((folder / f"part-{len(parts):04d}.jsonl.gz", [], False))
-    return list(pool.map(lambda job: write_drop(*job), jobs))
 
 
 def _lines(columns: dict, channel: str) -> pa.Array:

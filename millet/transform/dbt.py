@@ -36,12 +36,6 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     return {name: str(path) for name, path in paths.items()}
 
 
-def dbt_docs_generate(settings: Settings | None = None) -> None:
-    settings = settings or get_settings()
-    settings.export()
-    _invoke(["docs", "generate", *_dbt_dirs(settings)])
-
-
 def _dbt_dirs(settings: Settings) -> list[str]:
     # target/ and logs/ go under the data root, so runs never dirty the repository.
     work = settings.root / "dbt"

@@ -12,7 +12,7 @@ from millet.simulate import simulate
 from millet.simulate.faults import RECORD_FAULTS, Faults
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
-from tests.unit.test_ingest import _line, land_consent
+from tests.helpers import land_consent, order_line
 
 START = date(2026, 4, 1)
 DAYS = 3
@@ -53,7 +53,7 @@ def test_a_late_event_lands_in_its_arrival_partition_with_its_own_timestamp(tmp_
     arrival = "2026-02-05"
     land_consent(settings, {"A000000042": True}, day="2026-02-01")
     write_drop(settings.landing_dir / "commerce" / f"dt={arrival}" / "part-0000.jsonl.gz",
-               [_line(event_id="late-1", event_ts="2026-02-02T08:00:00Z")])
+               [order_line(event_id="late-1", event_ts="2026-02-02T08:00:00Z")])
     ingest_channel_day("commerce", arrival, settings)
 
     bronze = pq.read_table(settings.bronze_dir / "commerce").to_pylist()

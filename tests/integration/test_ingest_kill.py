@@ -13,7 +13,7 @@ from millet.ingest import ingest_channel_day
 from millet.settings import Settings
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
-from tests.unit.test_ingest import DAY, _line, land_consent
+from tests.helpers import DAY, land_consent, order_line
 
 # The child re-writes the day's bronze partition as fast as it can, so a kill almost always lands
 # inside the writer: between creating the temporary file and renaming it into place.
@@ -32,7 +32,7 @@ while True:
 def test_sigkill_mid_write_never_leaves_a_partial_partition(tmp_path):
     settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
     land_consent(settings, {"A000000042": True})
-    lines = [_line(event_id=f"e{i:06d}", amount=float(i % 5000)) for i in range(30_000)]
+    lines = [order_line(event_id=f"e{i:06d}", amount=float(i % 5000)) for i in range(30_000)]
     write_drop(settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0000.jsonl.gz", lines)
     ingest_channel_day("commerce", DAY, settings)
     part = settings.bronze_dir / "commerce" / f"dt={DAY}" / "part-0.parquet"

@@ -7,42 +7,19 @@ from millet.ingest import ingest_channel_day
 from millet.settings import Settings
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
-from tests.helpers import decoded_strings, hmac_key
-
-DAY = "2026-02-01"
-GOOD = {
-    "event_id": "e1", "event_ts": "2026-02-01T10:00:00Z", "account_id": "A000000042",
-    "device_id": "861234567890123", "phone": "+8613800000000", "order_id": "O1", "amount": 99.5,
-    "items": 2, "payment_type": "full", "coupon_used": False, "status": "placed", "address_changed": False,
-}
-
-
-def _line(**changes) -> str:
-    record = {**GOOD, **changes}
-    return json.dumps({k: v for k, v in record.items() if v is not ...})
-
+from tests.helpers import DAY, GOOD, decoded_strings, hmac_key, land_consent, order_line
 
 # One line per fault, with the reason ingestion must give it.
 FAULTS = {
     '{"event_id": "e9", "amount": ': "malformed_json",
     "[1, 2, 3]": "not_an_object",
-    _line(event_id="e2", order_id=...): "missing_field",
-    _line(event_id="e3", amount="99.5"): "bad_type",
-    _line(event_id="e4", event_ts="yesterday"): "bad_type",
-    _line(event_id="e5", payment_type="crypto"): "unknown_enum",
-    _line(event_id="e6", amount=-5.0): "out_of_range",
-    _line(event_id="e7", event_ts="2026-02-03T00:00:00Z"): "future_timestamp",
+    order_line(event_id="e2", order_id=...): "missing_field",
+    order_line(event_id="e3", amount="99.5"): "bad_type",
+    order_line(event_id="e4", event_ts="yesterday"): "bad_type",
+    order_line(event_id="e5", payment_type="crypto"): "unknown_enum",
+    order_line(event_id="e6", amount=-5.0): "out_of_range",
+    order_line(event_id="e7", event_ts="2026-02-03T00:00:00Z"): "future_timestamp",
 }
-
-
-def land_consent(settings, choices: dict[str, bool], day: str = DAY) -> None:
-    records = [
-        json.dumps({"event_id": f"c-{account}-{day}", "event_ts": f"{day}T00:00:00Z", "account_id": account,
-                    "consent_given": given, "source": "onboarding"})
-        for account, given in choices.items()
-    ]
-    write_drop(settings.landing_dir / "consent" / f"dt={day}" / "part-0000.jsonl.gz", records)
-    ingest_channel_day("consent", day, settings)
 
 
 @pytest.fixture
@@ -57,7 +34,7 @@ def _land(settings, lines):
 
 
 def test_every_fault_is_quarantined_with_its_reason_and_counts_add_up(settings):
-    good = [_line(), _line(event_id="e8", account_id="A000000043", extra_field="drift")]
+    good = [order_line(), order_line(event_id="e8", account_id="A000000043", extra_field="drift")]
     _land(settings, [*good, good[0], *FAULTS])  # good[0] delivered twice
 
     manifest = ingest_channel_day("commerce", DAY, settings)
@@ -74,7 +51,7 @@ def test_every_fault_is_quarantined_with_its_reason_and_counts_add_up(settings):
 
 
 def test_bronze_holds_user_key_and_no_raw_identifier(settings):
-    _land(settings, [_line(), _line(event_id="e8", account_id="A000000043")])
+    _land(settings, [order_line(), order_line(event_id="e8", account_id="A000000043")])
     ingest_channel_day("commerce", DAY, settings)
 
     bronze = pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}")
@@ -86,7 +63,7 @@ def test_bronze_holds_user_key_and_no_raw_identifier(settings):
 
 
 def test_rerunning_a_day_rewrites_identical_bytes(settings):
-    _land(settings, [_line(event_id=f"e{i}", amount=float(i)) for i in range(50)])
+    _land(settings, [order_line(event_id=f"e{i}", amount=float(i)) for i in range(50)])
     ingest_channel_day("commerce", DAY, settings)
     part = settings.bronze_dir / "commerce" / f"dt={DAY}" / "part-0.parquet"
     first = part.read_bytes()
@@ -103,7 +80,7 @@ def test_an_empty_drop_loads_as_an_empty_partition(settings):
 
 
 def test_an_unreadable_file_is_quarantined_whole_and_the_others_still_load(settings):
-    _land(settings, [_line()])
+    _land(settings, [order_line()])
     broken = settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0001.jsonl.gz"
     whole = (settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0000.jsonl.gz").read_bytes()
     broken.write_bytes(whole[: len(whole) // 2])
@@ -118,10 +95,10 @@ def test_an_unreadable_file_is_quarantined_whole_and_the_others_still_load(setti
 
 def test_an_event_re_sent_days_later_is_removed_as_a_duplicate(settings):
     later = "2026-02-04"
-    _land(settings, [_line(event_id="e1"), _line(event_id="e2")])
+    _land(settings, [order_line(event_id="e1"), order_line(event_id="e2")])
     ingest_channel_day("commerce", DAY, settings)
     write_drop(settings.landing_dir / "commerce" / f"dt={later}" / "part-0000.jsonl.gz",
-               [_line(event_id="e1"), _line(event_id="e3", event_ts="2026-02-04T09:00:00Z")])
+               [order_line(event_id="e1"), order_line(event_id="e3", event_ts="2026-02-04T09:00:00Z")])
 
     manifest = ingest_channel_day("commerce", later, settings)
 
@@ -134,8 +111,9 @@ def test_an_event_re_sent_days_later_is_removed_as_a_duplicate(settings):
 
 def test_behaviour_of_users_who_declined_is_excluded_and_counted(settings):
     land_consent(settings, {"A000000042": True, "A000000043": False})  # the day's feed, re-delivered
-    no_record = _line(event_id="e3", account_id="A000000044")  # never agreed: not assumed to
-    _land(settings, [_line(event_id="e1"), _line(event_id="e2", account_id="A000000043"), no_record])
+    no_record = order_line(event_id="e3", account_id="A000000044")  # never agreed: not assumed to
+    declined = order_line(event_id="e2", account_id="A000000043")
+    _land(settings, [order_line(event_id="e1"), declined, no_record])
 
     manifest = ingest_channel_day("commerce", DAY, settings)
 
@@ -146,6 +124,6 @@ def test_behaviour_of_users_who_declined_is_excluded_and_counted(settings):
 
 def test_behaviour_needs_the_consent_feed_first(tmp_path):
     settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
-    _land(settings, [_line()])
+    _land(settings, [order_line()])
     with pytest.raises(RuntimeError, match="consent"):
         ingest_channel_day("commerce", DAY, settings)
