@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
+    ingest_memory_limit: str = Field(
+        "2GB", description="DuckDB's memory for one channel-day's ingestion; beyond it, it spills to scratch."
+    )
 
     # ---- paths, all under data_root ---------------------------------------------------
     @property
@@ -75,6 +78,11 @@ class Settings(BaseSettings):
     @property
     def manifests_dir(self) -> Path:
         return self.root / "manifests"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Spill space for DuckDB; nothing there outlives the run that wrote it."""
+        return self.root / "scratch"
 
     @property
     def truth_dir(self) -> Path:

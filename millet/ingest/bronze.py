@@ -2,38 +2,44 @@
 
 Bronze is partitioned by ARRIVAL day (`dt`) and keeps each event's own timestamp: features as of
 day D read only partitions dt <= D, which is exactly what the lender knew at the end of D.
+
+The work happens in one DuckDB connection per channel-day: each landing file's lines are checked
+by SQL generated from the contract (`validate`), then the good rows are deduplicated, pseudonymised
+and filtered for consent, and bronze and quarantine are streamed to their partitions.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
-import zlib
-from collections import Counter
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
+from millet.ingest.landing import LINES_SCHEMA, UnreadableFile, drop_files, read_lines
 from millet.ingest.partition import PART_FILE, partition_dir, write_partition
-from millet.ingest.pseudonymise import user_key
-from millet.ingest.validate import Rejected, check_record, parse_line, unknown_fields
+from millet.ingest.pseudonymise import hmac_parameters, user_key_sql
+from millet.ingest.validate import checked_lines_sql
 from millet.settings import Settings, get_settings
+from millet.sqltext import literal
 
 QUARANTINE_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("line_no", pa.int64()), ("reason", pa.string()),
      ("detail", pa.string()), ("raw_line", pa.string())]
 )
+_BATCH_ROWS = 1_000_000  # rows per batch streamed to Parquet, and so per row group
 
 
 @dataclass
 class Manifest:
-    """What one ingest run did; `lines_in == rows_out + quarantined + duplicates` always."""
+    """What one ingest run did; `lines_in == rows_out + quarantined + duplicates + excluded_no_consent`."""
 
     channel: str
     dt: str
@@ -59,117 +65,140 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     settings = settings or get_settings()
     day = str(day)
     contract = contract_for(channel)
-    closes_at = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), tzinfo=UTC)
     manifest = Manifest(channel=channel, dt=day, contract_version=contract.version)
-    rows, quarantine, extra = [], [], set()
-    # At-least-once delivery re-sends old events days later: what earlier days already loaded counts as seen.
-    earlier = _earlier_event_ids(settings, channel, contract, day)
-    consenting = _consenting_user_keys(settings, day) if contract.consent_bound else None
-    seen: set[str] = set()
-    secret = settings.pseudonym_secret
-
-    for path in sorted((settings.landing_dir / channel / f"dt={day}").glob("*.jsonl.gz")):
-        manifest.files.append(path.name)
-        try:
-            lines = _read_lines(path)
-        except UnreadableFile as exc:
-            manifest.files_quarantined[path.name] = exc.reason
-            _quarantine_file(path, settings.quarantine_dir / channel / "files" / f"dt={day}")
-            continue
-        for line_no, line in enumerate(lines, start=1):
-            manifest.lines_in += 1
-            try:
-                record = parse_line(line)
-                row = check_record(record, contract, closes_at)
-            except Rejected as exc:
-                quarantine.append((path.name, line_no, exc.reason, str(exc), line))
-                continue
-            event_id = row[contract.event_id]
-            if event_id in seen or event_id in earlier:
-                manifest.duplicates += 1
-                manifest.duplicates_seen_before += event_id in earlier
-                continue
-            seen.add(event_id)
-            extra |= unknown_fields(record, contract)
-            row = _pseudonymise(row, contract, secret)
-            if consenting is not None and row["user_key"] not in consenting:
-                manifest.excluded_no_consent += 1
-                continue
-            rows.append(row)
-
-    manifest.rows_out = len(rows)
-    manifest.quarantined = len(quarantine)
-    manifest.reasons = dict(sorted(Counter(q[2] for q in quarantine).items()))
-    manifest.unknown_fields = sorted(extra)
-    _write_outputs(settings, manifest, contract, rows, quarantine)
+    with _connection(settings) as con:
+        _check_landing_files(con, settings, contract, day, manifest)
+        _resolve_good_rows(con, settings, contract, day)
+        _count(con, manifest)
+        _write_outputs(con, settings, manifest, contract)
     return asdict(manifest) | {"balanced": manifest.balanced}
 
 
-def _consenting_user_keys(settings: Settings, day: str) -> set[str]:
-    """Users whose latest consent record that had arrived by the end of `day` gives consent.
+@contextmanager
+def _connection(settings: Settings):
+    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.scratch_dir, prefix="ingest-") as spill:
+        con = duckdb.connect(config={
+            "memory_limit": settings.ingest_memory_limit, "threads": settings.duckdb_threads,
+            "temp_directory": spill, "preserve_insertion_order": False,
+        })
+        con.execute("set TimeZone = 'UTC'")
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _check_landing_files(con, settings: Settings, contract: Contract, day: str, manifest: Manifest) -> None:
+    """Every line of every readable file into table `checked`: typed values, or a reason and the line."""
+    closes_at = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), tzinfo=UTC)
+    keep = [contract.account, *(name for name in bronze_schema(contract).names if name != "user_key")]
+    sql = checked_lines_sql(contract, closes_at, keep)
+    con.register("lines", LINES_SCHEMA.empty_table())
+    con.execute(f"create table checked as {sql}")  # the query's own column types, no rows yet
+    for path in drop_files(settings.landing_dir, contract.channel, day):
+        manifest.files.append(path.name)
+        try:
+            lines = read_lines(path)
+        except UnreadableFile as exc:
+            manifest.files_quarantined[path.name] = exc.reason
+            _quarantine_file(path, settings.quarantine_dir / contract.channel / "files" / f"dt={day}")
+            continue
+        con.register("lines", lines)
+        con.execute(f"insert into checked {sql}")
+    con.unregister("lines")
+
+
+def _resolve_good_rows(con, settings: Settings, contract: Contract, day: str) -> None:
+    """Table `resolved`: each good row with its user_key and what becomes of it (`outcome`)."""
+    # Today's ids are the small side: the lookback's ids stream past them, never all held at once.
+    con.execute(f"""
+        create table seen_before as
+        select distinct earlier.event_id from {_earlier_event_ids(settings, contract.channel, day)} earlier
+        semi join checked on earlier.event_id = checked.event_id
+    """)
+    consent_filter = "false"
+    if contract.consent_bound:
+        _load_consenting_users(con, settings, day)
+        consent_filter = "user_key not in (select user_key from consenting)"
+    # At-least-once delivery: an event already in an earlier day's bronze, or earlier in this drop, is a
+    # duplicate; the first delivery of the day wins (file, then line, order).
+    con.execute(f"""
+        create table resolved as
+        with good as (
+            select * exclude (reason, detail, raw_line, unknown_fields),
+                {user_key_sql(contract.account)} as user_key,
+                row_number() over (partition by event_id order by source_file, line_no) > 1 as repeated
+            from checked where reason is null
+        )
+        select good.*, case
+                when event_id in (select event_id from seen_before) then 'duplicate_seen_before'
+                when repeated then 'duplicate'
+                when {consent_filter} then 'excluded_no_consent'
+                else 'kept'
+            end as outcome
+        from good
+    """, hmac_parameters(settings.pseudonym_secret))
+
+
+def _load_consenting_users(con, settings: Settings, day: str) -> None:
+    """Table `consenting`: users whose latest consent record that had arrived by the end of `day` agrees.
 
     An allow-list on purpose: a user with no valid record (say, a malformed line) is not assumed to agree.
     """
-    import duckdb
-
     consent = settings.bronze_dir / "consent"
-    if not any(consent.glob("dt=*/*.parquet")):
+    if not any(consent.glob(f"dt=*/{PART_FILE}")):
         raise RuntimeError(f"no consent records under {consent}: ingest the consent feed before behaviour")
-    query = f"""
-        select user_key from read_parquet('{consent}/*/*.parquet', hive_partitioning = true)
+    con.execute(f"""
+        create table consenting as
+        select user_key from read_parquet({literal(f"{consent}/*/{PART_FILE}")}, hive_partitioning = true)
         where dt <= date '{day}'
         qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1
             and consent_given
-    """
-    return {key for (key,) in duckdb.sql(query).fetchall()}
+    """)
 
 
-def _earlier_event_ids(settings: Settings, channel: str, contract: Contract, day: str) -> set[str]:
-    """Event ids in this channel's bronze partitions of the `dedupe_lookback_days` before `day`."""
+def _earlier_event_ids(settings: Settings, channel: str, day: str) -> str:
+    """SQL for the event ids in this channel's bronze of the `dedupe_lookback_days` before `day`."""
     first = date.fromisoformat(day) - timedelta(days=settings.dedupe_lookback_days)
-    ids: set[str] = set()
-    for offset in range(settings.dedupe_lookback_days):
-        part = partition_dir(settings.bronze_dir / channel, str(first + timedelta(days=offset))) / PART_FILE
-        if part.exists():
-            ids.update(pq.read_table(part, columns=[contract.event_id]).column(0).to_pylist())
-    return ids
+    days = (str(first + timedelta(days=offset)) for offset in range(settings.dedupe_lookback_days))
+    parts = [p for d in days if (p := partition_dir(settings.bronze_dir / channel, d) / PART_FILE).exists()]
+    if not parts:
+        return "(select null::varchar as event_id where false)"
+    return f"read_parquet([{', '.join(literal(str(p)) for p in parts)}])"
 
 
-class UnreadableFile(ValueError):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+def _count(con, manifest: Manifest) -> None:
+    manifest.lines_in = con.sql("select count(*) from checked").fetchall()[0][0]
+    reasons = con.sql("select reason, count(*) from checked where reason is not null group by all order by 1")
+    manifest.reasons = dict(reasons.fetchall())
+    manifest.quarantined = sum(manifest.reasons.values())
+    outcomes = dict(con.sql("select outcome, count(*) from resolved group by all").fetchall())
+    manifest.rows_out = outcomes.get("kept", 0)
+    manifest.duplicates_seen_before = outcomes.get("duplicate_seen_before", 0)
+    manifest.duplicates = manifest.duplicates_seen_before + outcomes.get("duplicate", 0)
+    manifest.excluded_no_consent = outcomes.get("excluded_no_consent", 0)
+    unknown = con.sql("select distinct unnest(unknown_fields) from checked order by 1").fetchall()
+    manifest.unknown_fields = [name for (name,) in unknown]
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            return [line.rstrip("\n") for line in handle if line.strip()]
-    except (EOFError, gzip.BadGzipFile, zlib.error):
-        raise UnreadableFile("truncated_or_corrupt_gzip") from None
-    except UnicodeDecodeError:
-        raise UnreadableFile("bad_encoding") from None
+def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contract) -> None:
+    # Sorted by event id (bronze) and by file and line (quarantine): a re-run writes identical bytes.
+    schema = bronze_schema(contract)
+    bronze = con.sql(f"select {', '.join(schema.names)} from resolved where outcome = 'kept' "
+                     "order by event_id")
+    write_partition(bronze.fetch_record_batch(_BATCH_ROWS), settings.bronze_dir / manifest.channel,
+                    manifest.dt, schema)
+    rejected = con.sql(f"select {', '.join(QUARANTINE_SCHEMA.names)} from checked "
+                       "where reason is not null order by source_file, line_no")
+    write_partition(rejected.fetch_record_batch(_BATCH_ROWS), settings.quarantine_dir / manifest.channel,
+                    manifest.dt, QUARANTINE_SCHEMA)
+    out = settings.manifests_dir / "ingest" / manifest.channel / f"dt={manifest.dt}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
 
 
 def _quarantine_file(path: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, folder / path.name)
 
-
-def _pseudonymise(row: dict, contract: Contract, secret: bytes) -> dict:
-    kept = {k: v for k, v in row.items() if k not in contract.raw_identifiers}
-    return {"user_key": user_key(row[contract.account], secret), **kept}
-
-
-def _write_outputs(settings: Settings, manifest: Manifest, contract: Contract, rows, quarantine) -> None:
-    # Sorted by event id so a re-run of the same day writes byte-identical content.
-    rows.sort(key=lambda r: r[contract.event_id])
-    table = pa.Table.from_pylist(rows, schema=bronze_schema(contract))
-    write_partition(table, settings.bronze_dir / manifest.channel, manifest.dt)
-    rejected = pa.Table.from_pylist(
-        [dict(zip(QUARANTINE_SCHEMA.names, q, strict=True)) for q in quarantine], schema=QUARANTINE_SCHEMA
-    )
-    write_partition(rejected, settings.quarantine_dir / manifest.channel, manifest.dt)
-    out = settings.manifests_dir / "ingest" / manifest.channel / f"dt={manifest.dt}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")

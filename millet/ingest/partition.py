@@ -15,15 +15,25 @@ def partition_dir(table_dir: Path, day: str) -> Path:
     return table_dir / f"dt={day}"
 
 
-def write_partition(table: pa.Table, table_dir: Path, day: str) -> Path:
-    """One file per partition, written beside its target and renamed into place (atomic on POSIX)."""
+def write_partition(
+    data: pa.Table | pa.RecordBatchReader, table_dir: Path, day: str, schema: pa.Schema | None = None
+) -> Path:
+    """One zstd file per partition, streamed beside its target and renamed into place (atomic on POSIX).
+
+    Batches are cast to `schema` (default: the data's own) as they are written, so a large
+    partition never has to be in memory whole.
+    """
     target = partition_dir(table_dir, day) / PART_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{PART_FILE}.*.tmp"):  # left by a writer that was killed
         stale.unlink(missing_ok=True)
     # The temporary name does not end in .parquet, so globbing readers never pick it up.
     tmp = target.with_name(f".{PART_FILE}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    schema = schema or data.schema
+    batches = data.to_batches() if isinstance(data, pa.Table) else data
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch.cast(schema))
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, target)

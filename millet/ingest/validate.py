@@ -1,17 +1,20 @@
-"""Check one parsed record against its contract: a typed row, or the reason it was refused.
+"""Check landing lines against their contract in one DuckDB query generated from the contract.
 
-Reasons are a fixed vocabulary so that quarantine can be counted and alerted on.
+Each line gets either typed values or the first reason it was refused, in contract field order,
+from a fixed vocabulary so that quarantine can be counted and alerted on. Every JSON line is parsed
+once (`from_json` into a struct of JSON values); the checks are plain SQL over that struct.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pyarrow as pa
 
 from millet.contracts.base import Contract, FieldRule
+from millet.sqltext import ident, literal
 
 REASONS = ("malformed_json", "not_an_object", "missing_field", "bad_type", "unknown_enum", "out_of_range",
            "future_timestamp")
@@ -19,71 +22,131 @@ REASONS = ("malformed_json", "not_an_object", "missing_field", "bad_type", "unkn
 # Clocks on phones drift; an event a few minutes "ahead" of the drop is not a fault.
 FUTURE_TOLERANCE = timedelta(minutes=10)
 
-
-class Rejected(ValueError):
-    def __init__(self, reason: str, detail: str):
-        assert reason in REASONS
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+# What Python's datetime.fromisoformat accepted before, with the time zone required.
+_ISO_WITH_ZONE = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)"
+_INT32 = (-(2**31), 2**31 - 1)
 
 
-def parse_line(line: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except ValueError as exc:
-        raise Rejected("malformed_json", str(exc)) from None
-    if not isinstance(record, dict):
-        raise Rejected("not_an_object", type(record).__name__)
-    return record
+@dataclass(frozen=True)
+class _Check:
+    condition: str
+    reason: str
+    detail: str  # a SQL expression
+
+    def __post_init__(self):
+        assert self.reason in REASONS, self.reason
 
 
-def check_record(record: dict[str, Any], contract: Contract, closes_at: datetime) -> dict[str, Any]:
-    """Return the record with values coerced to the contract's types, or raise Rejected."""
-    row = {}
+def checked_lines_sql(contract: Contract, closes_at: datetime, keep: list[str]) -> str:
+    """SELECT over relation `lines(source_file, line_no, line)`: reason and detail (NULL when the line
+    is good), the raw line when it is not, the distinct unknown fields of a good line, and the typed
+    values of the fields in `keep`."""
+    struct = json.dumps({f.name: "JSON" for f in contract.schema})
+    checks = [
+        _Check("not is_json", "malformed_json", "'not valid JSON'"),
+        _Check("not is_object", "not_an_object", "json_type(line)"),
+    ]
     for f in contract.schema:
-        value = record.get(f.name)
-        if value is None:
-            if not f.nullable:
-                raise Rejected("missing_field", f.name)
-            row[f.name] = None
-            continue
-        row[f.name] = _check_value(f, contract.rules[f.name], _coerce(f, value), closes_at)
-    return row
+        checks += _field_checks(f, contract.rules[f.name], closes_at)
+    verdict = " ".join(f"when {c.condition} then {{'reason': '{c.reason}', 'detail': {c.detail}}}"
+                       for c in checks)
+    known = ", ".join(literal(name) for name in contract.schema.names)
+    typed = ",\n        ".join(f"{_value(f)} as {ident('v:' + f.name)}" for f in contract.schema)
+    kinds = ",\n        ".join(f"coalesce(json_type(r.{ident(f.name)}), 'NULL') as {ident('t:' + f.name)}"
+                               for f in contract.schema)
+    kept = "".join(f",\n    case when verdict is null then {ident('v:' + name)} end as {ident(name)}"
+                   for name in keep)
+    return f"""
+with parsed as (
+    select source_file, line_no, line, json_valid(line) as is_json,
+        -- CASE, not AND: DuckDB evaluates both sides of AND, and json_type raises on broken JSON.
+        coalesce(case when is_json then json_type(line) = 'OBJECT' end, false) as is_object,
+        case when is_object then from_json(line, {literal(struct)}) end as r
+    from lines
+), typed as (
+    select *,
+        {kinds},
+        {typed}
+    from parsed
+), judged as (
+    select *, case {verdict} end as verdict from typed
+)
+select source_file, line_no, verdict.reason as reason, verdict.detail as detail,
+    case when verdict is not null then rtrim(line, chr(13) || chr(10)) end as raw_line,
+    case when verdict is null then list_filter(json_keys(line), lambda k: not list_contains([{known}], k)) end
+        as unknown_fields{kept}
+from judged
+"""
 
 
-def _coerce(f: pa.Field, value: Any) -> Any:
-    t = f.type
-    ok = (
-        (pa.types.is_string(t) and isinstance(value, str))
-        or (pa.types.is_boolean(t) and isinstance(value, bool))
-        or (pa.types.is_integer(t) and isinstance(value, int) and not isinstance(value, bool))
-        or (pa.types.is_floating(t) and isinstance(value, int | float) and not isinstance(value, bool))
-        or (pa.types.is_timestamp(t) and isinstance(value, str))
-    )
-    if not ok:
-        raise Rejected("bad_type", f"{f.name}={value!r} is not {t}")
+def check_lines(lines: list[str], contract: Contract, closes_at: datetime) -> list[tuple[str, str] | None]:
+    """(reason, detail) for each line, None when it is good: ingestion's own check, for small inputs."""
+    import duckdb
+
+    from millet.ingest.landing import LINES_SCHEMA
+
+    table = pa.table([pa.array(["-"] * len(lines)).dictionary_encode().cast(LINES_SCHEMA.field(0).type),
+                      pa.array(range(1, len(lines) + 1), pa.int64()), pa.array(lines, pa.large_string())],
+                     schema=LINES_SCHEMA)
+    con = duckdb.connect()
+    con.register("lines", table)
+    rows = con.sql(f"select reason, detail from ({checked_lines_sql(contract, closes_at, [])}) order by line_no")
+    return [None if reason is None else (reason, detail) for reason, detail in rows.fetchall()]
+
+
+def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime) -> list[_Check]:
+    kind, value = ident("t:" + f.name), ident("v:" + f.name)
+    raw = f"r.{ident(f.name)}::varchar"
+    checks = []
+    if not f.nullable:
+        checks.append(_Check(f"{kind} = 'NULL'", "missing_field", literal(f.name)))
+    checks.append(_Check(f"{kind} <> 'NULL' and not ({_type_ok(f)})", "bad_type",
+                         f"{literal(f.name + '=')} || {raw} || {literal(f' is not {f.type}')}"))
+    said = f"{literal(f.name + '=')} || {raw}"
+    if rule.enum is not None:
+        options = ", ".join(literal(v) for v in rule.enum)
+        checks.append(_Check(f"{value} not in ({options})", "unknown_enum",
+                             f"{said} || {literal(' not in ' + str(rule.enum))}"))
+    if pa.types.is_integer(f.type):  # also beyond what the column type holds, e.g. > 2^31 for int32
+        lo, hi = _INT32 if f.type == pa.int32() else (None, None)
+        checks.append(_Check(f"{kind} <> 'NULL' and {value} is null", "out_of_range", f"{said}"))
+        if lo is not None:
+            checks.append(_Check(f"{value} not between {lo} and {hi}", "out_of_range", f"{said}"))
+    if rule.minimum is not None:
+        checks.append(_Check(f"{value} < {rule.minimum}", "out_of_range", f"{said} || ' < {rule.minimum}'"))
+    if rule.maximum is not None:
+        checks.append(_Check(f"{value} > {rule.maximum}", "out_of_range", f"{said} || ' > {rule.maximum}'"))
+    if rule.role == "event_time":
+        limit = (closes_at + FUTURE_TOLERANCE).isoformat()
+        checks.append(_Check(f"{value} > timestamptz {literal(limit)}", "future_timestamp",
+                             f"{said} || ' after the drop closed'"))
+    return checks
+
+
+def _type_ok(f: pa.Field) -> str:
+    kind, t = ident("t:" + f.name), f.type
+    if pa.types.is_string(t):
+        return f"{kind} = 'VARCHAR'"
+    if pa.types.is_boolean(t):
+        return f"{kind} = 'BOOLEAN'"
+    if pa.types.is_integer(t):
+        return f"{kind} in ('BIGINT', 'UBIGINT')"
+    if pa.types.is_floating(t):
+        return f"{kind} in ('BIGINT', 'UBIGINT', 'DOUBLE')"
     if pa.types.is_timestamp(t):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise Rejected("bad_type", f"{f.name}={value!r} is not an ISO-8601 timestamp") from None
-        if parsed.tzinfo is None:
-            raise Rejected("bad_type", f"{f.name}={value!r} has no time zone")
-        return parsed
-    return float(value) if pa.types.is_floating(t) else value
+        return f"{kind} = 'VARCHAR' and {ident('v:' + f.name)} is not null"
+    raise TypeError(f"contract field {f.name} has a type ingestion cannot check: {t}")
 
 
-def _check_value(f: pa.Field, rule: FieldRule, value: Any, closes_at: datetime) -> Any:
-    if rule.enum is not None and value not in rule.enum:
-        raise Rejected("unknown_enum", f"{f.name}={value!r} not in {rule.enum}")
-    if rule.minimum is not None and value < rule.minimum:
-        raise Rejected("out_of_range", f"{f.name}={value!r} < {rule.minimum}")
-    if rule.maximum is not None and value > rule.maximum:
-        raise Rejected("out_of_range", f"{f.name}={value!r} > {rule.maximum}")
-    if rule.role == "event_time" and value > closes_at + FUTURE_TOLERANCE:
-        raise Rejected("future_timestamp", f"{f.name}={value.isoformat()} after the drop closed")
-    return value
+def _value(f: pa.Field) -> str:
+    """The field's typed value when its JSON kind is right, else NULL (never an error)."""
+    j, t = f"r.{ident(f.name)}", f.type
+    if pa.types.is_string(t):
+        return f"{j} ->> '$'"
+    if pa.types.is_timestamp(t):
+        text = f"({j} ->> '$')"
+        return f"case when regexp_full_match({text}, {literal(_ISO_WITH_ZONE)}) " \
+               f"then try_cast({text} as timestamptz) end"
+    sql_type = {pa.types.is_boolean: "boolean", pa.types.is_integer: "bigint", pa.types.is_floating: "double"}
+    return next(f"try_cast({j} as {name})" for test, name in sql_type.items() if test(t))
 
-
-def unknown_fields(record: dict[str, Any], contract: Contract) -> set[str]:
-    return set(record) - set(contract.schema.names)

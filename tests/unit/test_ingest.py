@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import pyarrow.parquet as pq
@@ -127,3 +128,39 @@ def test_behaviour_needs_the_consent_feed_first(tmp_path):
     _land(settings, [order_line()])
     with pytest.raises(RuntimeError, match="consent"):
         ingest_channel_day("commerce", DAY, settings)
+
+
+def test_edge_cases_of_the_generated_checks():
+    from datetime import UTC, datetime
+
+    from millet.contracts import contract_for
+    from millet.ingest.validate import check_lines
+
+    closes = datetime(2026, 2, 2, tzinfo=UTC)
+    cases = {
+        order_line(): None,
+        order_line(device_id=None, phone=None): None,  # nullable identifiers may be null
+        order_line(event_ts="2026-02-01T10:00:00+05:30"): None,
+        order_line(event_ts="2026-02-01T10:00:00"): "bad_type",  # no time zone
+        order_line(items=2**31): "out_of_range",  # beyond int32
+        order_line(items=2**64 - 1): "out_of_range",  # beyond int64
+        order_line(items=2.5): "bad_type",
+        order_line(items=True): "bad_type",
+        order_line(amount=3): None,  # an integer is a fine float
+        order_line(event_id=None): "missing_field",
+        order_line(event_ts="2026-02-02T00:09:00Z"): None,  # clock drift within tolerance
+        "   ": "malformed_json",
+        '"just a string"': "not_an_object",
+    }
+    got = check_lines(list(cases), contract_for("commerce"), closes)
+    assert [g and g[0] for g in got] == list(cases.values())
+
+
+def test_a_blank_line_is_no_record_and_line_numbers_are_the_files_own(settings):
+    path = settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0000.jsonl.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(f"{order_line()}\n\n{{broken\n".encode()))
+    manifest = ingest_channel_day("commerce", DAY, settings)
+    assert (manifest["lines_in"], manifest["rows_out"], manifest["quarantined"]) == (2, 1, 1)
+    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
+    assert [(q["line_no"], q["raw_line"]) for q in quarantine] == [(3, "{broken")]
