@@ -64,6 +64,31 @@ def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM
 
 
 @app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First logical date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last logical date, YYYY-MM-DD (inclusive).")],
+    reprocess: Annotated[str, typer.Option(help="Days run before: none (skip), failed, completed.")] = "none",
+) -> None:
+    """Airflow's backfill of millet_nightly over a date range: a run per day, in order, by a scheduler."""
+    from millet.orchestrate import DagRunFailed
+    from millet.orchestrate import backfill as run_backfill
+
+    if reprocess not in ("none", "failed", "completed"):
+        _fail(f"--reprocess {reprocess!r}: use none, failed or completed")
+    first, last = _date(start), _date(end)
+    if last < first:
+        _fail(f"--end {last} is before --start {first}")
+    try:
+        outcome = run_backfill(first, last, reprocess=reprocess)
+    except DagRunFailed as exc:
+        _fail(str(exc))
+    for day, state in outcome.items():
+        typer.echo(f"{day}: {state}")
+    if any(state == "failed" for state in outcome.values()):
+        _fail("some days failed; their task logs are under the Airflow home's logs/")
+
+
+@app.command()
 def features(
     user_key: Annotated[str, typer.Argument(help="The pseudonymous user_key.")],
     service: Annotated[str, typer.Option(help="Feast feature service.")] = DEFAULT_SERVICE,

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         }
 
+    def millet_environ(self) -> dict[str, str]:
+        """These settings as MILLET_* variables, for processes that build their own (Airflow's tasks)."""
+        values = self.model_dump(exclude_none=True)
+        return {f"MILLET_{name.upper()}": str(v.get_secret_value() if isinstance(v, SecretStr) else v)
+                for name, v in values.items()}
+
     def airflow_environ(self) -> dict[str, str]:
         """Airflow reads its config when first imported, so this must be exported before that."""
         return {

@@ -1,7 +1,7 @@
 """Read a landing drop file into an Arrow table of lines, without making a Python string per line.
 
-A file that cannot be read as a whole (truncated gzip, not UTF-8) raises UnreadableFile: it is
-quarantined as a file, and the day's other files still load.
+A file that cannot be read as a whole (empty, truncated gzip, not UTF-8) raises UnreadableFile: it
+is quarantined as a file with that reason, and the day's other files still load.
 """
 
 from __future__ import annotations
@@ -46,9 +46,12 @@ def read_lines(path: Path) -> pa.Table:
 
 def _decompress(path: Path) -> bytes:
     try:
-        return gzip.decompress(path.read_bytes())
+        text = gzip.decompress(path.read_bytes())
     except (EOFError, gzip.BadGzipFile, zlib.error):
         raise UnreadableFile("truncated_or_corrupt_gzip") from None
+    if not text.strip():
+        raise UnreadableFile("empty_file")
+    return text
 
 
 def _split_lines(text: bytes) -> tuple[pa.LargeStringArray, np.ndarray]:

@@ -90,7 +90,8 @@ def check_lines(lines: list[str], contract: Contract, closes_at: datetime) -> li
                      schema=LINES_SCHEMA)
     con = duckdb.connect()
     con.register("lines", table)
-    rows = con.sql(f"select reason, detail from ({checked_lines_sql(contract, closes_at, [])}) order by line_no")
+    checked = checked_lines_sql(contract, closes_at, keep=[])
+    rows = con.sql(f"select reason, detail from ({checked}) order by line_no")
     return [None if reason is None else (reason, detail) for reason, detail in rows.fetchall()]
 
 

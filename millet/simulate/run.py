@@ -131,6 +131,9 @@ class _Drop:
         ]
         if rng.random() < self.faults.empty_file or not jobs:
             jobs.append((folder / f"part-{len(parts):04d}.jsonl.gz", [], False))
+        # Every empty file, a quiet day's included: ingestion cannot tell them apart, and need not.
+        self.log[channel] |= {"files_truncated": sum(truncate for *_, truncate in jobs),
+                              "files_empty": sum(len(lines) == 0 for _, lines, _ in jobs)}
         return list(self.pool.map(lambda job: write_drop(*job), jobs))
 
 

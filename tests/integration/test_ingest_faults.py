@@ -1,6 +1,7 @@
 """Every fault the simulator injects is accounted for by ingestion, exactly, channel by channel."""
 
 import json
+from collections import Counter
 from datetime import date, timedelta
 
 import pyarrow.parquet as pq
@@ -25,27 +26,33 @@ REASON = {
 
 def test_ingestion_accounts_for_every_injected_fault(tmp_path):
     settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
-    faults = Faults(duplicate=0.02, late=0.02, **dict.fromkeys(RECORD_FAULTS, 0.01), truncated_gzip=0.2)
+    faults = Faults(duplicate=0.02, late=0.02, **dict.fromkeys(RECORD_FAULTS, 0.01), truncated_gzip=0.2,
+                    empty_file=0.3)
     simulate(settings.landing_dir, users=2_000, days=DAYS, start=START, seed=9, faults=faults,
              truth_dir=settings.truth_dir)
     order = sorted(contracts().values(), key=lambda c: not c.is_consent_feed)  # consent first
-    truncated = checked = 0
+    lost_files = Counter()
+    checked = 0
     for offset in range(DAYS):
         day = START + timedelta(days=offset)
         injected = json.loads((settings.truth_dir / "faults" / f"dt={day}.json").read_text())
         for contract in order:
             m = ingest_channel_day(contract.channel, day, settings)
             assert m["balanced"], m
-            truncated += len(m["files_quarantined"])
-            if m["files_quarantined"]:
-                continue  # a lost part file takes its share of every fault with it
             log = injected[contract.channel]
+            whole_files = Counter(m["files_quarantined"].values())
+            assert whole_files["truncated_or_corrupt_gzip"] == log["files_truncated"], (contract.channel, day)
+            assert whole_files["empty_file"] == log["files_empty"], (contract.channel, day)
+            lost_files += whole_files
+            if log["files_truncated"]:
+                continue  # a lost part file takes its share of every fault with it
             checked += 1
             for fault, reason in REASON.items():
                 assert m["reasons"].get(reason, 0) == log[fault], (contract.channel, day, fault)
             assert m["duplicates"] == log["duplicate"], (contract.channel, day)
             assert bool(m["unknown_fields"]) == (log["schema_drift"] > 0), (contract.channel, day)
-    assert truncated > 0 and checked >= 10, (truncated, checked)  # both paths really exercised
+    exercised = lost_files["truncated_or_corrupt_gzip"] and lost_files["empty_file"] and checked >= 10
+    assert exercised, (lost_files, checked)
 
 
 def test_a_late_event_lands_in_its_arrival_partition_with_its_own_timestamp(tmp_path):

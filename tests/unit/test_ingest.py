@@ -73,10 +73,11 @@ def test_rerunning_a_day_rewrites_identical_bytes(settings):
     assert [p.name for p in part.parent.iterdir()] == ["part-0.parquet"]  # no temp file left behind
 
 
-def test_an_empty_drop_loads_as_an_empty_partition(settings):
+def test_an_empty_file_is_quarantined_as_a_file_and_the_day_loads_empty(settings):
     _land(settings, [])
     manifest = ingest_channel_day("commerce", DAY, settings)
     assert (manifest["lines_in"], manifest["rows_out"], manifest["balanced"]) == (0, 0, True)
+    assert manifest["files_quarantined"] == {"part-0000.jsonl.gz": "empty_file"}
     assert pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}").num_rows == 0
 
 

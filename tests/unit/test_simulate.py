@@ -83,7 +83,8 @@ def test_every_clean_line_validates_against_its_contract(world):
             day = START + timedelta(days=offset)
             closes = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
             lines = read_drop(world / "landing" / channel / f"dt={day}")[0]
-            refused = [(line, why) for line, why in zip(lines, check_lines(lines, contract, closes)) if why]
+            verdicts = check_lines(lines, contract, closes)
+            refused = [(line, why) for line, why in zip(lines, verdicts, strict=True) if why]
             assert not refused, (channel, day, refused[:3])
             checked[channel] += len(lines)
     assert all(checked[channel] > 0 for channel in contracts()), checked
