@@ -48,8 +48,8 @@ def test_a_backfill_loads_each_day_once_and_a_second_one_skips_loaded_days(tmp_p
     assert runs == [f"run_id=backfill__{day}T00:00:00+00:00" for day in DAYS]  # and no run for "today"
     for channel in contracts():
         for day in DAYS:
-            manifest = json.loads((settings.manifests_dir / "ingest" / channel / f"dt={day}.json").read_text())
-            assert manifest["balanced"], manifest
+            manifest = settings.manifests_dir / "ingest" / channel / f"dt={day}.json"
+            assert json.loads(manifest.read_text())["balanced"], manifest
         ids = pq.read_table(settings.bronze_dir / channel, columns=["event_id"]).column(0).to_pylist()
         assert len(ids) == len(set(ids)), f"{channel}: an event was loaded on two days"
     assert Path(settings.snapshots_dir).exists() and any(settings.snapshots_dir.rglob("*.parquet"))
