@@ -44,11 +44,14 @@ def simulate(
 
 
 @app.command(name="contracts")
-def show_contracts() -> None:
-    """Print the landing contracts as Markdown (what docs/contracts.md holds)."""
+def show_contracts(
+    dbt_sources: Annotated[bool, typer.Option(help="Print dbt's bronze sources YAML instead.")] = False,
+) -> None:
+    """Print the landing contracts as Markdown (docs/contracts.md), or as dbt's bronze sources."""
+    from millet.contracts.dbt_sources import dbt_sources_yaml
     from millet.contracts.docs import contracts_markdown
 
-    typer.echo(contracts_markdown(), nl=False)
+    typer.echo(dbt_sources_yaml() if dbt_sources else contracts_markdown(), nl=False)
 
 
 @app.command()

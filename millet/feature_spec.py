@@ -16,10 +16,12 @@ from millet.settings import REPO_ROOT
 
 SPEC_FILE = REPO_ROOT / "dbt_project" / "models" / "marts" / "features" / "_features__models.yml"
 
-AGG_DTYPE = {"count": "int32", "days_since_last": "int32", "sum": "float32", "mean": "float32",
-             "max": "float32", "share": "float32"}
-AGG_PHRASE = {"count": "count", "sum": "total", "mean": "mean per order", "max": "largest daily value",
-              "share": "share", "days_since_last": "days since the last one"}
+AGG_DTYPE = {"count": "int32", "days_since_last": "int32", "days_active": "int32", "distinct": "int32",
+             "sum": "float32", "mean": "float32", "max": "float32", "share": "float32", "trend": "float32"}
+AGG_PHRASE = {"count": "count", "sum": "total", "mean": "mean per event", "max": "largest daily value",
+              "share": "share", "days_since_last": "days since the last one",
+              "days_active": "days with at least one", "distinct": "distinct values"}
+TRENDED = ("count", "sum")  # aggregations that also get trend ratios
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,8 @@ class Feature:
     name: str
     family: str
     metric: str
-    agg: str
-    window_days: int
+    agg: str  # for a trend, "trend"; for a state feature, "state"
+    window_days: int | None  # None for a state feature; for a trend, the short window
     dtype: str
     stage: str
     consent_bound: bool
@@ -66,20 +68,47 @@ def all_features() -> list[Feature]:
 
 def _family(model: dict) -> Family:
     spec = model["config"]["meta"]["features"]
-    features = tuple(
-        Feature(
-            name=feature_name(spec["family"], metric["name"], agg, window),
-            family=spec["family"],
-            metric=metric["name"],
-            agg=agg,
-            window_days=window,
-            dtype=AGG_DTYPE[agg],
-            stage=metric.get("stage", spec["stage"]),
-            consent_bound=spec["consent_bound"],
-            description=f"{metric['description']}: {AGG_PHRASE[agg]} over the last {window} days.",
-        )
-        for metric in spec["metrics"]
-        for agg in metric["aggs"]
-        for window in spec["windows"]
-    )
-    return Family(spec["family"], model["name"], model.get("description", ""), features)
+    family, windows = spec["family"], spec["windows"]
+    features = []
+    for metric in _expand_metrics(spec["metrics"]):
+        stage = metric.get("stage", spec["stage"])
+        for agg in metric["aggs"]:
+            common = {"family": family, "metric": metric["name"], "stage": stage,
+                      "consent_bound": spec["consent_bound"]}
+            features += [
+                Feature(name=feature_name(family, metric["name"], agg, w), agg=agg, window_days=w,
+                        dtype=AGG_DTYPE[agg], **common,
+                        description=f"{metric['description']}: {AGG_PHRASE[agg]} over the last {w} days.")
+                for w in windows
+            ]
+            if agg in TRENDED:
+                features += [
+                    Feature(name=f"{family}__{metric['name']}_{agg}_trend_{short}d_{long}d", agg="trend",
+                            window_days=short, dtype=AGG_DTYPE["trend"], **common,
+                            description=f"{metric['description']}: daily pace over the last {short} days "
+                                        f"against the last {long} days (1 = steady).")
+                    for short, long in spec.get("trends", [])
+                ]
+    features += [
+        Feature(name=f"{family}__{state['name']}", family=family, metric=state["name"], agg="state",
+                window_days=None, dtype=state["dtype"], stage=state["stage"],
+                consent_bound=spec["consent_bound"], description=state["description"] + ".")
+        for state in spec.get("state", [])
+    ]
+    return Family(family, model["name"], model.get("description", "").strip(), tuple(features))
+
+
+def _expand_metrics(metrics: list[dict]) -> list[dict]:
+    """A metric with `by` becomes one per category of its bronze column, as its contract lists them."""
+    from millet.contracts import contract_for
+
+    expanded = []
+    for metric in metrics:
+        if "by" not in metric:
+            expanded.append(metric)
+            continue
+        by = metric["by"]
+        for category in contract_for(by["channel"]).rules[by["column"]].enum:
+            expanded.append({**metric, "name": metric["name"].replace("{category}", category),
+                             "description": metric["description"].replace("{category}", category)})
+    return expanded

@@ -38,9 +38,13 @@ def _range_expectation(feature, limits: dict):
         "count": (0, None),
         "sum": (0, None),
         "max": (0, None),
-        "mean": (0, limits["max_mean_order_amount"]),
+        "distinct": (0, None),
+        "trend": (0, None),
+        "state": (0, None),  # balances, days late, months on book: never negative
+        "mean": (0, limits["max_mean"]),
         "share": (0, 1),
         "days_since_last": (0, limits["max_days_since_last"]),
+        "days_active": (0, feature.window_days),
     }[feature.agg]
     return gxe.ExpectColumnValuesToBeBetween(
         column=feature.name, min_value=bounds[0], max_value=bounds[1], meta={"check": "ranges"}

@@ -63,7 +63,7 @@ def _feature_view(fam: Family, source: FileSource) -> FeatureView:
                 name=f.name,
                 dtype=FEAST_DTYPE[f.dtype],
                 description=f.description,
-                tags={"family": f.family, "stage": f.stage, "window_days": str(f.window_days),
+                tags={"family": f.family, "stage": f.stage, "window_days": str(f.window_days or ""),
                       "agg": f.agg, "consent_bound": str(f.consent_bound).lower()},
             )
             for f in fam.features

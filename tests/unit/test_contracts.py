@@ -41,3 +41,12 @@ def test_committed_contract_docs_are_generated_from_the_contracts():
     assert committed == contracts_markdown(), "regenerate: .venv/bin/millet contracts > docs/contracts.md"
     for contract in contracts().values():
         assert all(f"`{name}`" in committed for name in contract.schema.names)
+
+
+def test_committed_dbt_sources_are_generated_from_the_contracts():
+    from millet.contracts.dbt_sources import SOURCES_FILE, dbt_sources_yaml
+    from millet.settings import REPO_ROOT
+
+    committed = (REPO_ROOT / "dbt_project" / SOURCES_FILE).read_text()
+    assert committed == dbt_sources_yaml(), (
+        f"regenerate: .venv/bin/millet contracts --dbt-sources > dbt_project/{SOURCES_FILE}")

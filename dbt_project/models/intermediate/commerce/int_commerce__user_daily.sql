@@ -1,14 +1,7 @@
 {{ config(unique_key='arrived_on') }}
 
-{#- One row per user, arrival day and event day. A nightly run replaces just the as-of arrival day;
-    the first run (or --full-refresh) builds every arrival day up to as-of in one pass. -#}
-
 with orders as (
-    select * from {{ ref('stg_commerce__orders') }}
-    where arrived_on <= date '{{ var("as_of") }}'
-    {% if is_incremental() %}
-      and arrived_on = date '{{ var("as_of") }}'
-    {% endif %}
+    {{ arrivals('stg_commerce__orders') }}
 ),
 
 aggregated_per_user_day as (
@@ -18,9 +11,14 @@ aggregated_per_user_day as (
         event_date,
         count(*) filter (where status = 'placed') as orders_placed,
         count(*) filter (where status = 'placed' and payment_type = 'instalment') as orders_instalment,
+        count(*) filter (where status = 'placed' and is_coupon_used) as orders_with_coupon,
+        count(*) filter (where status = 'placed' and is_address_changed) as orders_to_new_address,
         count(*) filter (where status = 'cancelled') as orders_cancelled,
+        count(*) filter (where status = 'returned') as orders_returned,
         sum(amount) filter (where status = 'placed') as amount_placed_sum,
-        max(amount) filter (where status = 'placed') as amount_placed_max
+        max(amount) filter (where status = 'placed') as amount_placed_max,
+        sum(amount) filter (where status = 'placed' and payment_type = 'instalment') as amount_instalment_sum,
+        sum(items) filter (where status = 'placed') as items_placed
     from orders
     group by all
 )

@@ -4,16 +4,13 @@ with source as (
 
 renamed as (
     select
-        user_key,
-        event_id,
+        {{ event_columns('ordered_at') }},
         order_id,
-        event_ts as ordered_at,
-        cast(event_ts as date) as event_date,
-        cast(dt as date) as arrived_on,
         amount,
         items,
         payment_type,
         coupon_used as is_coupon_used,
+        address_changed as is_address_changed,
         status
     from source
 )

@@ -1,0 +1,3 @@
+{{ config(location=snapshot_location('appstore')) }}
+
+{{ windowed_features('int_appstore__user_daily') }}

@@ -1,0 +1,3 @@
+{{ config(location=snapshot_location('forum')) }}
+
+{{ windowed_features('int_forum__user_daily') }}

@@ -1,0 +1,311 @@
+"""The feature space, recomputed in plain Python from the simulator's landing lines, equals dbt's.
+
+A 40-day world (so 1-, 7- and 30-day windows and the 7d/30d trend really bind), with late and
+re-sent events but no record faults (every line is valid, so the reference needs no validator).
+The reference reads only what had ARRIVED by the as-of day (the landing folder's date), keeps each
+event's first delivery, and drops behaviour of users whose consent had not arrived as a yes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from millet.contracts import contracts
+from millet.feature_spec import all_features
+from millet.ingest import ingest_channel_day
+from millet.settings import Settings
+from millet.simulate import simulate
+from millet.simulate.faults import Faults
+from millet.simulate.run import write_drop
+from millet.transform import build_features, snapshot_path
+from tests.conftest import TEST_KEY
+from tests.helpers import hmac_key, landing_lines
+
+START = date(2026, 1, 1)
+DAYS = 40
+AS_OF = START + timedelta(days=DAYS - 1)
+WINDOWS = (1, 7, 30, 90, 180)
+TRENDS = ((7, 30), (30, 180))
+SYNC_FAILURE = AS_OF - timedelta(days=6)  # the bank's feed misses that day's repayments
+BEHAVIOUR = {"device", "appstore", "commerce", "forum", "payments"}
+
+
+# ---- the reference: aggregations over rows, written from the spec's definitions ----------------
+Row = dict
+Pred = Callable[[Row], bool]
+ALL: Pred = lambda r: True  # noqa: E731
+
+
+@dataclass(frozen=True)
+class Agg:
+    kind: str
+    when: Pred = ALL
+    value: Callable[[Row], float] | None = None  # for sums, means, maxima
+    of: Pred | None = None  # the denominator's rows, for shares and means
+    of_value: Callable[[Row], float] | None = None  # a share of sums rather than of counts
+
+    def over(self, rows: list[Row], as_of: date):
+        hit = [r for r in rows if self.when(r)]
+        if self.kind == "count":
+            return len(hit)
+        if self.kind == "sum":
+            return sum(self.value(r) for r in hit)
+        if self.kind == "max":
+            return max((self.value(r) for r in hit), default=None)
+        if self.kind == "days_since_last":
+            return (as_of - max(r["_day"] for r in hit)).days if hit else None
+        if self.kind == "days_active":
+            return len({r["_day"] for r in hit})
+        if self.kind == "distinct":
+            return len({self.value(r) for r in hit})
+        # mean and share: a ratio of two totals over the same window
+        top = sum(self.value(r) for r in hit) if self.value else len(hit)
+        base_rows = [r for r in rows if self.of(r)]
+        base = sum(self.of_value(r) for r in base_rows) if self.of_value else len(base_rows)
+        return top / base if base else None
+
+
+def amount(r):
+    return r["amount"]
+
+
+def is_(**wanted) -> Pred:
+    return lambda r: all(r[k] == v for k, v in wanted.items())
+
+
+# A sample of the spec: every family, every aggregation kind; each checked at every window (and trend).
+CHECKS: dict[str, tuple[str, dict[str, Agg]]] = {
+    "device__sessions": ("device", {"count": Agg("count"), "days_active": Agg("days_active"),
+                                    "days_since_last": Agg("days_since_last")}),
+    "device__screen_seconds": ("device", {
+        "sum": Agg("sum", value=lambda r: r["screen_seconds"]),
+        "mean": Agg("mean", value=lambda r: r["screen_seconds"], of=ALL),
+        "max": Agg("max", value=lambda r: r["screen_seconds"])}),
+    "device__night_sessions": ("device", {"share": Agg("share", when=lambda r: r["_hour"] < 5, of=ALL)}),
+    "device__sessions_games": ("device", {"count": Agg("count", when=is_(top_app_category="games")),
+                                          "share": Agg("share", when=is_(top_app_category="games"), of=ALL)}),
+    "appstore__installs_loan": ("appstore", {
+        "count": Agg("count", when=is_(action="install", category="loan")),
+        "share": Agg("share", when=is_(action="install", category="loan"), of=is_(action="install")),
+        "days_since_last": Agg("days_since_last", when=is_(action="install", category="loan"))}),
+    "appstore__apps_installed": ("appstore", {
+        "distinct": Agg("distinct", when=is_(action="install"), value=lambda r: r["app_id"])}),
+    "commerce__order_amount": ("commerce", {
+        "sum": Agg("sum", when=is_(status="placed"), value=amount),
+        "mean": Agg("mean", when=is_(status="placed"), value=amount, of=is_(status="placed"))}),
+    "forum__actions_reported": ("forum", {"count": Agg("count", when=is_(action="reported"))}),
+    "forum__boards": ("forum", {
+        "distinct": Agg("distinct", when=lambda r: r["action"] != "reported", value=lambda r: r["board"])}),
+    "forum__account_age_days": ("forum", {"max": Agg("max", value=lambda r: r["account_age_days"])}),
+    "payments__amount_paid_grocery": ("payments", {
+        "sum": Agg("sum", when=is_(status="approved", merchant_category="grocery"), value=amount),
+        "share": Agg("share", when=is_(status="approved", merchant_category="grocery"), value=amount,
+                     of=is_(status="approved"), of_value=amount)}),
+    "payments__insufficient_funds_declines": ("payments", {
+        "share": Agg("share", when=is_(status="declined_insufficient_funds"), of=ALL)}),
+    "credit__approvals": ("loans", {
+        "share": Agg("share", when=is_(event_type="decision", approved=True),
+                     of=is_(event_type="decision"))}),
+    "credit__on_time_repayments": ("loans", {
+        "count": Agg("count", when=is_(event_type="repayment", days_past_due=0))}),
+    "credit__amount_bank_repaid": ("bank_repayments", {"sum": Agg("sum", value=amount)}),
+}
+
+
+def expected(rows: list[Row], as_of: date) -> dict[str, object]:
+    """Every sampled feature of one user (rows: that user's known rows of one channel each)."""
+    out = {}
+    for stem, (channel, aggs) in CHECKS.items():
+        mine = [r for r in rows if r["_channel"] == channel]
+        for kind, agg in aggs.items():
+            for w in WINDOWS:
+                out[f"{stem}_{kind}_{w}d"] = agg.over(_in_window(mine, as_of, w), as_of)
+            if kind in ("count", "sum"):
+                for short, long in TRENDS:
+                    recent = agg.over(_in_window(mine, as_of, short), as_of)
+                    longer = agg.over(_in_window(mine, as_of, long), as_of)
+                    out[f"{stem}_{kind}_trend_{short}d_{long}d"] = (
+                        (recent / short) / (longer / long) if longer else None)
+    return out
+
+
+def _in_window(rows: list[Row], as_of: date, window: int) -> list[Row]:
+    return [r for r in rows if as_of - timedelta(days=window) < r["_day"] <= as_of]
+
+
+def expected_loan_book(rows: list[Row], as_of: date) -> dict[str, object]:
+    """The loan-book state features, from one user's known loan and bank rows."""
+    loans = [r for r in rows if r["_channel"] == "loans"]
+    disbursed = {r["loan_id"]: r for r in loans if r["event_type"] == "disbursement"}
+    repaid = defaultdict(set)
+    for r in loans:
+        if r["event_type"] == "repayment":
+            repaid[r["loan_id"]].add(r["instalment_no"])
+    active = {i: d for i, d in disbursed.items() if len(repaid[i]) < d["term_months"]}
+    open_notices = [r for r in loans if r["event_type"] == "overdue"
+                    and r["instalment_no"] not in repaid[r["loan_id"]]]
+    late_now = max(((as_of - (r["_day"] - timedelta(days=r["days_past_due"]))).days for r in open_notices),
+                   default=0)
+    booked = {(r["loan_id"], r["instalment_no"]) for r in rows if r["_channel"] == "bank_repayments"}
+    settled = as_of - timedelta(days=2)  # the bank's booking lag
+    unconfirmed = [r for r in loans if r["event_type"] == "repayment" and r["_day"] < settled
+                   and (r["loan_id"], r["instalment_no"]) not in booked]
+    first = min((d["_day"] for d in disbursed.values()), default=None)
+    return {
+        "credit__loans_active_now": len(active),
+        "credit__outstanding_instalments_now": sum(d["term_months"] - len(repaid[i])
+                                                   for i, d in active.items()),
+        "credit__days_past_due_now": late_now,
+        "credit__repayments_unconfirmed_by_bank_now": len(unconfirmed),
+        "credit__loans_paid_off_total": len(disbursed) - len(active),
+        "credit__months_on_book_now": None if first is None else _whole_months(first, as_of),
+    }
+
+
+def _whole_months(first: date, last: date) -> int:
+    return (last.year - first.year) * 12 + last.month - first.month  # DuckDB's datediff('month', ...)
+
+
+# ---- the world -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    settings = Settings(data_root=root / "data", pseudonym_key=TEST_KEY.decode())
+    faults = Faults(duplicate=0.03, late=0.03, bank_sync_failure_day=SYNC_FAILURE, bank_sync_loss=1.0)
+    simulate(settings.landing_dir, users=1_000, days=DAYS, start=START, seed=11, faults=faults,
+             truth_dir=settings.truth_dir)
+    feeds = sorted(contracts().values(), key=lambda c: not c.is_consent_feed)
+    for offset in range(DAYS):
+        for contract in feeds:
+            ingest_channel_day(contract.channel, START + timedelta(days=offset), settings)
+    build_features(AS_OF, settings)
+    return settings
+
+
+def known_rows(settings: Settings, as_of: date) -> dict[str, list[Row]]:
+    """account id → every event that had arrived by the end of `as_of`, first delivery only."""
+    seen, consent, by_account = set(), {}, defaultdict(list)
+    for offset in range((as_of - START).days + 1):
+        arrival = START + timedelta(days=offset)
+        for channel in ["consent", *sorted(set(contracts()) - {"consent"})]:
+            for line in landing_lines(settings.landing_dir, channel, str(arrival)):
+                row = json.loads(line)
+                if row["event_id"] in seen:
+                    continue
+                seen.add(row["event_id"])
+                if channel == "consent":
+                    consent[row["account_id"]] = row["consent_given"]
+                    continue
+                if channel in BEHAVIOUR and not consent.get(row["account_id"], False):
+                    continue  # consent as known on the day the event arrived
+                stamp = datetime.fromisoformat(row["event_ts"])
+                by_account[row["account_id"]].append(
+                    row | {"_channel": channel, "_day": stamp.date(), "_hour": stamp.hour})
+    return by_account
+
+
+def snapshot_rows(settings: Settings, as_of: date, user_key: str) -> dict[str, object]:
+    values = {}
+    for family in {f.family for f in all_features()}:
+        table = pq.read_table(snapshot_path(family, as_of, settings)).to_pylist()
+        values |= next((r for r in table if r["user_key"] == user_key), {})
+    return values
+
+
+def _same(actual, wanted) -> bool:
+    if wanted is None or actual is None:
+        return actual is wanted
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        return actual == wanted
+    return math.isclose(actual, wanted, rel_tol=2e-6)  # stored as float32
+
+
+def sample_accounts(rows: dict[str, list[Row]]) -> list[str]:
+    """The busiest user of each channel, a user with loans, and a few at random."""
+    picks = set()
+    for channel in ("device", "appstore", "forum", "payments", "commerce", "loans", "bank_repayments"):
+        picks.add(max(rows, key=lambda a: sum(r["_channel"] == channel for r in rows[a])))
+    picks |= set(random.Random(4).sample(sorted(rows), 4))
+    return sorted(picks)
+
+
+# ---- the tests -----------------------------------------------------------------------------------
+def test_sampled_features_equal_a_plain_python_recomputation(world):
+    rows = known_rows(world, AS_OF)
+    sampled = {f for f in expected(rows[next(iter(rows))], AS_OF)}
+    assert sampled <= {f.name for f in all_features()}, sampled - {f.name for f in all_features()}
+    kinds = {f.agg for f in all_features() if f.name in sampled}
+    assert kinds == {"count", "sum", "mean", "share", "max", "days_since_last", "days_active", "distinct",
+                     "trend"}
+    compared = 0
+    for account in sample_accounts(rows):
+        actual = snapshot_rows(world, AS_OF, hmac_key(account, TEST_KEY))
+        wanted = expected(rows[account], AS_OF) | expected_loan_book(rows[account], AS_OF)
+        present = {k: v for k, v in wanted.items() if k in actual}
+        # A family's snapshot holds only users active in it within the longest window: for the others,
+        # the reference must find nothing either.
+        absent = {k: v for k, v in wanted.items() if k not in actual}
+        assert all(v in (0, None) for v in absent.values()), (account, absent)
+        mismatched = {k: (actual[k], v) for k, v in present.items() if not _same(actual[k], v)}
+        assert not mismatched, (account, mismatched)
+        compared += len(present)
+    assert compared > 1_000, compared
+
+
+def test_the_loan_book_really_moves_and_a_lost_bank_sync_shows(world):
+    """Not trivially zero in this world: loans active, late and repaid; and every repayment the bank's
+    feed lost on the sync-failure day shows up as unconfirmed, as the simulator's truth counts them."""
+    table = pq.read_table(snapshot_path("credit", AS_OF, world))
+    totals = {name: sum(v or 0 for v in table.column(name).to_pylist()) for name in (
+        "credit__loans_active_now", "credit__days_past_due_now", "credit__on_time_repayments_count_30d",
+        "credit__repayments_unconfirmed_by_bank_now")}
+    assert all(totals.values()), totals
+    truth = json.loads((world.truth_dir / "faults" / f"dt={SYNC_FAILURE}.json").read_text())
+    assert totals["credit__repayments_unconfirmed_by_bank_now"] == truth["bank_sync"]["repayments_lost"]
+
+
+def _snapshot_bytes(settings: Settings, day: date) -> dict[str, bytes]:
+    return {f: snapshot_path(f, day, settings).read_bytes() for f in {f.family for f in all_features()}}
+
+
+def test_rebuilding_a_date_gives_identical_snapshots(world):
+    before = _snapshot_bytes(world, AS_OF)
+    build_features(AS_OF, world)
+    assert _snapshot_bytes(world, AS_OF) == before
+
+
+def test_a_late_event_changes_no_snapshot_before_its_arrival(world):
+    earlier, arrival = AS_OF - timedelta(days=3), AS_OF + timedelta(days=1)
+    build_features(earlier, world)
+    before = {day: _snapshot_bytes(world, day) for day in (earlier, AS_OF)}
+    rows = known_rows(world, AS_OF)
+    account = max(rows, key=lambda a: sum(r["_channel"] == "device" for r in rows[a]))
+    # A session from the day before `earlier`, delivered only after AS_OF.
+    late = {"event_id": "dev-late-planted", "event_ts": f"{earlier - timedelta(days=1)}T12:00:00.000000Z",
+            "account_id": account, "device_id": None, "phone": None, "screen_seconds": 600,
+            "app_launches": 4, "top_app_category": "games", "is_charging": False, "sim_changed": False,
+            "city_changed": False, "os_version": "14", "device_model": "pro"}
+    write_drop(world.landing_dir / "device" / f"dt={arrival}" / "part-0000.jsonl.gz", [json.dumps(late)])
+    for channel in ("consent", "device"):
+        ingest_channel_day(channel, arrival, world)
+
+    for day in (earlier, AS_OF):  # what was known then has not changed
+        build_features(day, world)
+        assert _snapshot_bytes(world, day) == before[day], day
+    build_features(arrival, world)  # the day it arrived, it counts, at its own event date
+    key = hmac_key(account, TEST_KEY)
+    after = snapshot_rows(world, arrival, key)
+    wanted = expected(known_rows(world, arrival)[account], arrival)
+    assert after["device__sessions_count_7d"] == wanted["device__sessions_count_7d"]
+    assert after["device__sessions_count_7d"] == 1 + sum(
+        1 for r in known_rows(world, AS_OF)[account]
+        if r["_channel"] == "device" and arrival - timedelta(days=7) < r["_day"] <= arrival)
