@@ -135,8 +135,8 @@ def _print_snapshot_size(day: date, settings=None) -> dict:
     from millet.reporting import snapshot_size
 
     size = snapshot_size(day, settings)
-    typer.echo(f"snapshot {day}: {size['users']} users × {size['features']} features "
-               f"= {size['values']} feature values")
+    typer.echo(f"snapshot {day}: {size['users']:,} users, {size['features']:,} features per user, "
+               f"{size['values']:,} feature values in all, {size['bytes'] / 2**20:,.1f} MiB")
     return size
 
 

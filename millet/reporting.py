@@ -12,13 +12,15 @@ from millet.transform import snapshot_path
 
 
 def snapshot_size(day: date | str, settings: Settings | None = None) -> dict:
-    """Users, features and values in the as-of snapshot, plus its most active user."""
+    """Users, features, values and bytes in the as-of snapshot, plus its most active user."""
     settings = settings or get_settings()
     users: set[str] = set()
-    n_features = values = 0
+    n_features = values = size = 0
     example, best = None, -1
     for fam in families():
-        table = pq.read_table(snapshot_path(fam.name, day, settings))
+        path = snapshot_path(fam.name, day, settings)
+        size += path.stat().st_size
+        table = pq.read_table(path)
         keys = table.column("user_key").to_pylist()
         users.update(keys)
         n_features += len(fam.features)
@@ -27,4 +29,5 @@ def snapshot_size(day: date | str, settings: Settings | None = None) -> dict:
         for key, value in zip(keys, activity, strict=True):
             if (value or 0) > best:
                 example, best = key, value or 0
-    return {"users": len(users), "features": n_features, "values": values, "example_user_key": example}
+    return {"users": len(users), "features": n_features, "values": values, "bytes": size,
+            "example_user_key": example}

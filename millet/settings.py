@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         7, description="How far back ingestion looks for re-sent events (at-least-once delivery)."
     )
 
+    snapshot_retention_days: int = Field(
+        730, description="Feature snapshots older than this many days before a build's as-of date are "
+        "deleted after it (training sets need history: keep it long); 0 keeps every snapshot."
+    )
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
     ingest_memory_limit: str = Field(

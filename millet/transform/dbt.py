@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 from millet.feature_spec import families
@@ -33,7 +34,22 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     if full_refresh:
         args.append("--full-refresh")
     _invoke(args)
+    prune_snapshots(day, settings)
     return {name: str(path) for name, path in paths.items()}
+
+
+def prune_snapshots(day: str | date, settings: Settings) -> list[Path]:
+    """Delete each family's snapshots dated more than `snapshot_retention_days` before `day`."""
+    if settings.snapshot_retention_days <= 0:
+        return []
+    oldest = date.fromisoformat(str(day)) - timedelta(days=settings.snapshot_retention_days)
+    removed = []
+    for fam in families():
+        for folder in (settings.snapshots_dir / fam.name).glob("dt=*"):
+            if date.fromisoformat(folder.name.removeprefix("dt=")) < oldest:
+                shutil.rmtree(folder)
+                removed.append(folder)
+    return removed
 
 
 def _dbt_dirs(settings: Settings) -> list[str]:
