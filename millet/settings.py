@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     )
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
+    duckdb_disabled_optimizers: str = Field(
+        "compressed_materialization",
+        description="DuckDB 2.0.0's compressed materialization returned wrong sums in the feature marts "
+        "(a 180-day count of 179 came out as -77, an 8-bit wrap-around); off in every Millet connection.",
+    )
     ingest_memory_limit: str = Field(
         "2GB", description="DuckDB's memory for one channel-day's ingestion; beyond it, it spills to scratch."
     )
@@ -141,6 +146,7 @@ class Settings(BaseSettings):
             "MILLET_WAREHOUSE_PATH": str(self.warehouse_path),
             "MILLET_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "MILLET_DUCKDB_THREADS": str(self.duckdb_threads),
+            "MILLET_DUCKDB_DISABLED_OPTIMIZERS": self.duckdb_disabled_optimizers,
             "MILLET_FEAST_PROJECT": self.project,
             "MILLET_FEAST_REGISTRY": str(self.feast_dir / "registry.db"),
             "MILLET_FEAST_ONLINE_STORE": self.online_store,

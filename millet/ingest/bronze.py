@@ -81,6 +81,7 @@ def _connection(settings: Settings):
         con = duckdb.connect(config={
             "memory_limit": settings.ingest_memory_limit, "threads": settings.duckdb_threads,
             "temp_directory": spill, "preserve_insertion_order": False,
+            "disabled_optimizers": settings.duckdb_disabled_optimizers,
         })
         con.execute("set TimeZone = 'UTC'")
         try:

@@ -1,0 +1,123 @@
+"""Benchmark: the nightly transform (dbt build for one as-of date) with 180 days of history built.
+
+    .venv/bin/python bench/bench_transform.py --users 100000
+
+1. Simulates and ingests two real days, D0 and D1 (not timed).
+2. Builds D0 with dbt, then gives every intermediate model 180 days of history by copying D0's
+   per-user daily partials to each of the 180 arrival days before it (the same volume as 180 real
+   days; only the loan book's bronze, which the credit mart reads directly, stays one day deep).
+3. Times the nightly run for D1 in a fresh process: `dbt build` (incremental intermediate models,
+   marts, tests), reporting its wall time and peak RSS; then runs the same compiled SQL directly in
+   DuckDB, for dbt's overhead as a ratio.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+D0 = date(2026, 6, 30)
+D1 = D0 + timedelta(days=1)
+HISTORY_DAYS = 180
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--stage", choices=["all", "prepare", "nightly", "direct"], default="all")
+    parser.add_argument("--root", type=Path)
+    args = parser.parse_args()
+    if args.stage == "prepare":
+        return _prepare(args.root, args.users)
+    if args.stage in ("nightly", "direct"):
+        return print(json.dumps(_timed(args.root, args.stage)))
+    with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
+        results = {"users": args.users, "history_days": HISTORY_DAYS}
+        for stage in ("prepare", "nightly", "direct"):
+            out = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", tmp, "--users",
+                                  str(args.users)], check=True, capture_output=True, text=True).stdout
+            if stage != "prepare":
+                results[stage] = json.loads(out.strip().splitlines()[-1])
+        results["dbt_overhead_ratio"] = round(results["nightly"]["seconds"] / results["direct"]["seconds"], 2)
+        print(json.dumps(results))
+
+
+def _settings(root: Path):
+    from millet.settings import Settings
+
+    return Settings(data_root=root, pseudonym_key="bench-only-key")
+
+
+def _prepare(root: Path, users: int) -> None:
+    import duckdb
+
+    from millet.contracts import contracts
+    from millet.ingest import ingest_channel_day
+    from millet.simulate import simulate
+    from millet.transform import build_features
+
+    settings = _settings(root)
+    simulate(settings.landing_dir, users=users, days=2, start=D0, seed=7, truth_dir=settings.truth_dir)
+    for day in (D0, D1):
+        for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
+            ingest_channel_day(contract.channel, day, settings)
+    build_features(D0, settings)
+    con = duckdb.connect(str(settings.warehouse_path))
+    models = [name for (name,) in con.sql("select table_name from information_schema.tables "
+                                           "where table_name like 'int_%'").fetchall()]
+    for model in models:
+        con.execute(f"""
+            insert into {model}
+            select today.* replace (arrived_on - k::integer as arrived_on, event_date - k::integer as event_date)
+            from {model} as today, range(1, {HISTORY_DAYS + 1}) as history(k)
+            where today.arrived_on = date '{D0}'
+        """)
+    con.close()
+
+
+def _timed(root: Path, stage: str) -> dict:
+    settings = _settings(root)
+    began = time.perf_counter()
+    if stage == "nightly":
+        from millet.transform import build_features
+
+        build_features(D1, settings)
+    else:
+        _run_compiled_sql(settings)
+    seconds = time.perf_counter() - began
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2)}
+
+
+def _run_compiled_sql(settings) -> None:
+    """What the nightly dbt run executed, straight in DuckDB: the compiled models, in dependency order,
+    as delete+insert for the intermediate tables (the day just built by dbt is rebuilt) and COPY for
+    the marts; without dbt's tests."""
+    import duckdb
+
+    from millet.feature_spec import families
+    from millet.transform import snapshot_path
+
+    compiled = settings.root / "dbt" / "target" / "compiled" / "millet" / "models"
+    con = duckdb.connect(str(settings.warehouse_path), config={
+        "memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads, "TimeZone": "UTC"})
+    for path in sorted((compiled / "intermediate").rglob("*.sql")):
+        con.execute(f"delete from {path.stem} where arrived_on = date '{D1}'")
+        con.execute(f"insert into {path.stem} {path.read_text()}")
+    for fam in families():
+        sql = (compiled / "marts" / "features" / f"{fam.model}.sql").read_text()
+        target = snapshot_path(fam.name, D1, settings).with_name("direct.parquet")
+        con.execute(f"copy ({sql}) to '{target}' (format parquet, compression zstd)")
+    con.close()
+
+
+if __name__ == "__main__":
+    main()
