@@ -42,8 +42,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
         results = {"users": args.users, "history_days": HISTORY_DAYS}
         for stage in ("prepare", "nightly", "direct"):
-            out = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", tmp, "--users",
-                                  str(args.users)], check=True, capture_output=True, text=True).stdout
+            done = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", tmp, "--users",
+                                   str(args.users)], capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
+            out = done.stdout
             if stage != "prepare":
                 results[stage] = json.loads(out.strip().splitlines()[-1])
         results["dbt_overhead_ratio"] = round(results["nightly"]["seconds"] / results["direct"]["seconds"], 2)
@@ -76,7 +79,8 @@ def _prepare(root: Path, users: int) -> None:
     for model in models:
         con.execute(f"""
             insert into {model}
-            select today.* replace (arrived_on - k::integer as arrived_on, event_date - k::integer as event_date)
+            select today.* replace (arrived_on - k::integer as arrived_on,
+                                    event_date - k::integer as event_date)
             from {model} as today, range(1, {HISTORY_DAYS + 1}) as history(k)
             where today.arrived_on = date '{D0}'
         """)
@@ -108,7 +112,9 @@ def _run_compiled_sql(settings) -> None:
 
     compiled = settings.root / "dbt" / "target" / "compiled" / "millet" / "models"
     con = duckdb.connect(str(settings.warehouse_path), config={
-        "memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads, "TimeZone": "UTC"})
+        "memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads,
+        "disabled_optimizers": settings.duckdb_disabled_optimizers})
+    con.execute("set TimeZone = 'UTC'")  # as dbt's profile sets it
     for path in sorted((compiled / "intermediate").rglob("*.sql")):
         con.execute(f"delete from {path.stem} where arrived_on = date '{D1}'")
         con.execute(f"insert into {path.stem} {path.read_text()}")
