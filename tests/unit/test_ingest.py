@@ -165,3 +165,16 @@ def test_a_blank_line_is_no_record_and_line_numbers_are_the_files_own(settings):
     assert (manifest["lines_in"], manifest["rows_out"], manifest["quarantined"]) == (2, 1, 1)
     quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
     assert [(q["line_no"], q["raw_line"]) for q in quarantine] == [(3, "{broken")]
+
+
+@pytest.mark.parametrize("secret", [b"k", b"x" * 64, b"y" * 65, bytes(range(200))])
+def test_the_sql_user_key_is_rfc_2104_hmac_for_keys_of_any_length(secret):
+    import duckdb
+
+    from millet.ingest.pseudonymise import hmac_parameters, user_key_sql
+
+    accounts = ["A000000042", "A000000043", "ü-unicode"]
+    con = duckdb.connect()
+    got = con.execute(f"select {user_key_sql('a')} from unnest($accounts) as t(a)",
+                      {"accounts": accounts, **hmac_parameters(secret)}).fetchall()
+    assert [key for (key,) in got] == [hmac_key(a, secret) for a in accounts]
