@@ -5,6 +5,8 @@ Every night, for the logical date `ds`: ingest the consent feed, then each landi
 into bronze (behaviour of users who declined is excluded), build the
 feature snapshot with dbt, check it with Great Expectations, and publish it through Feast.
 A failed critical quality check stops the run before anything is published.
+Each task waits for its own run of the day before (`depends_on_past`): a day's dedupe and incremental
+models build on the previous day, so after a failed day nothing later runs until it is fixed.
 
 Wiring only: every task calls a function of the `millet` package, imported inside the task.
 """
@@ -28,6 +30,7 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
     doc_md=__doc__,
     tags=["millet", "features", "credit-risk"],
     default_args={
+        "depends_on_past": True,
         "retries": _settings.task_retries,
         "retry_delay": pendulum.duration(seconds=_settings.task_retry_delay_s),
     },

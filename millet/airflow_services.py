@@ -43,12 +43,19 @@ def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
     log_dir = settings.airflow_home / "services"
     log_dir.mkdir(parents=True, exist_ok=True)
     started: dict[str, subprocess.Popen] = {}
+    # The services run in sessions of their own; a SIGTERM to this process must still reach `finally`.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for name, args in SERVICES.items():
             started[name] = _start(name, [a.format(api_port=api_port) for a in args], env, log_dir)
         yield ServiceWatch(started, log_dir)
     finally:
         _stop(started.values())
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 class ServiceWatch:
@@ -75,14 +82,15 @@ def _service_config(api_port: int, log_port: int) -> dict[str, str]:
 
 def _start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
     airflow = Path(sys.executable).with_name("airflow")
-    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its whole life
     # A session of its own: stopping the group also stops the workers and task processes it forked.
-    return subprocess.Popen([str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen([str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def _stop(processes) -> None:
-    processes = [p for p in processes if p.poll() is None]
+    # Every group, even of a service that already exited: its workers may have outlived it.
+    processes = list(processes)
     for process in processes:
         _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE_S

@@ -73,6 +73,7 @@ def backfill(
     reprocess: Annotated[str, typer.Option(help="Days run before: none (skip), failed, completed.")] = "none",
 ) -> None:
     """Airflow's backfill of millet_nightly over a date range: a run per day, in order, by a scheduler."""
+    from millet.airflow_services import ServiceDied
     from millet.orchestrate import DagRunFailed
     from millet.orchestrate import backfill as run_backfill
 
@@ -83,7 +84,7 @@ def backfill(
         _fail(f"--end {last} is before --start {first}")
     try:
         outcome = run_backfill(first, last, reprocess=reprocess)
-    except DagRunFailed as exc:
+    except (DagRunFailed, ServiceDied) as exc:
         _fail(str(exc))
     for day, state in outcome.items():
         typer.echo(f"{day}: {state}")

@@ -73,19 +73,37 @@ def backfill(
         _wait(lambda: _dag_is_parsed(), services, "the DAG to be parsed", 300)
         with _unpaused():
             backfill_id = _create_backfill(start, end, reprocess)
-            _wait(lambda: _backfill_is_complete(backfill_id), services, "the backfill", timeout_s)
+            try:
+                _wait(lambda: _backfill_is_complete(backfill_id), services, "the backfill", timeout_s)
+            except BaseException:
+                _cancel_backfill(backfill_id)  # else it stays active and blocks every later backfill
+                raise
     return _backfill_outcome(backfill_id)
 
 
 def _create_backfill(start: date | str, end: date | str, reprocess: str) -> int:
     # What `airflow backfill create` and the REST API call; in-process so the id comes back typed.
+    from airflow.exceptions import AirflowException
     from airflow.models.backfill import ReprocessBehavior, _create_backfill
 
-    created = _create_backfill(dag_id=DAG_ID, from_date=_midnight(start), to_date=_midnight(end),
-                               max_active_runs=1, reverse=False,
-                               dag_run_conf=None, triggering_user_name="millet",
-                               reprocess_behavior=ReprocessBehavior(reprocess))
+    try:
+        created = _create_backfill(dag_id=DAG_ID, from_date=_midnight(start), to_date=_midnight(end),
+                                   max_active_runs=1, reverse=False,
+                                   dag_run_conf=None, triggering_user_name="millet",
+                                   reprocess_behavior=ReprocessBehavior(reprocess))
+    except (AirflowException, ValueError) as exc:  # e.g. another backfill still running, no runs to make
+        raise BackfillFailed(f"Airflow refused the backfill: {exc}") from exc
     return created.id
+
+
+def _cancel_backfill(backfill_id: int) -> None:
+    """What the REST API's cancel does: pause it, fail its queued runs, mark it complete."""
+    from airflow.api_fastapi.core_api.routes.public.backfills import cancel_backfill
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        if not _backfill_is_complete(backfill_id):
+            cancel_backfill(backfill_id, session)
 
 
 def _wait(done, services, what: str, timeout_s: float | None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 LINES_SCHEMA = pa.schema(
     [("source_file", pa.dictionary(pa.int32(), pa.string())), ("line_no", pa.int64()),
@@ -31,7 +32,7 @@ def drop_files(landing_dir: Path, channel: str, day: str) -> list[Path]:
 
 def read_lines(path: Path) -> pa.Table:
     """The file's non-empty lines (each with its newline) and their 1-based line numbers in the file."""
-    lines, lengths = _split_lines(_decompress(path))
+    lines = _split_lines(_decompress(path))
     try:
         lines.validate(full=True)  # checks UTF-8
     except pa.ArrowInvalid:
@@ -39,9 +40,10 @@ def read_lines(path: Path) -> pa.Table:
     numbers = np.arange(1, len(lines) + 1, dtype=np.int64)
     source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(lines), np.int32)), pa.array([path.name]))
     table = pa.table([source, numbers, lines], schema=LINES_SCHEMA)
-    # An empty line is no record; every other line is one, loaded or quarantined, never dropped.
-    empty = lengths <= 1
-    return table.filter(pa.array(~empty)) if empty.any() else table
+    # A blank line (whitespace only, CRLF's included) is no record; every other line is one, loaded or
+    # quarantined, never dropped.
+    blank = pc.utf8_is_space(lines)
+    return table.filter(pc.invert(blank)) if pc.any(blank).as_py() else table
 
 
 def _decompress(path: Path) -> bytes:
@@ -54,12 +56,12 @@ def _decompress(path: Path) -> bytes:
     return text
 
 
-def _split_lines(text: bytes) -> tuple[pa.LargeStringArray, np.ndarray]:
-    """One string per line, viewing `text` in place (each keeps its newline: JSON ignores it); lengths."""
+def _split_lines(text: bytes) -> pa.LargeStringArray:
+    """One string per line, viewing `text` in place (each keeps its newline: JSON ignores it)."""
     # bytes.split then len() is several times faster here than a numpy scan for newlines.
     lengths = np.fromiter(map(len, text.split(b"\n")), np.int64)
     lengths[:-1] += 1  # each line but the last ends in its newline
     if lengths[-1] == 0:  # the file ended in a newline: no line after it
         lengths = lengths[:-1]
     offsets = np.concatenate(([0], np.cumsum(lengths)))
-    return pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(text)), lengths
+    return pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(text))

@@ -144,6 +144,7 @@ def _in_window(rows: list[Row], as_of: date, window: int) -> list[Row]:
 
 def expected_loan_book(rows: list[Row], as_of: date) -> dict[str, object]:
     """The loan-book state features, from one user's known loan and bank rows."""
+    rows = [r for r in rows if r["_day"] <= as_of]
     loans = [r for r in rows if r["_channel"] == "loans"]
     disbursed = {r["loan_id"]: r for r in loans if r["event_type"] == "disbursement"}
     repaid = defaultdict(set)
@@ -172,7 +173,8 @@ def expected_loan_book(rows: list[Row], as_of: date) -> dict[str, object]:
 
 
 def _whole_months(first: date, last: date) -> int:
-    return (last.year - first.year) * 12 + last.month - first.month  # DuckDB's datediff('month', ...)
+    months = (last.year - first.year) * 12 + last.month - first.month
+    return months - (last.day < first.day)  # a month not yet complete does not count
 
 
 # ---- the world -----------------------------------------------------------------------------------

@@ -160,11 +160,12 @@ def test_edge_cases_of_the_generated_checks():
 def test_a_blank_line_is_no_record_and_line_numbers_are_the_files_own(settings):
     path = settings.landing_dir / "commerce" / f"dt={DAY}" / "part-0000.jsonl.gz"
     path.parent.mkdir(parents=True)
-    path.write_bytes(gzip.compress(f"{order_line()}\n\n{{broken\n".encode()))
+    # Blank lines of every kind are no record; a last line without its newline, however short, is one.
+    path.write_bytes(gzip.compress(f"{order_line()}\n\n  \t \n\r\n{{broken\n5".encode()))
     manifest = ingest_channel_day("commerce", DAY, settings)
-    assert (manifest["lines_in"], manifest["rows_out"], manifest["quarantined"]) == (2, 1, 1)
+    assert (manifest["lines_in"], manifest["rows_out"], manifest["quarantined"]) == (3, 1, 2)
     quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
-    assert [(q["line_no"], q["raw_line"]) for q in quarantine] == [(3, "{broken")]
+    assert [(q["line_no"], q["raw_line"]) for q in quarantine] == [(5, "{broken"), (6, "5")]
 
 
 @pytest.mark.parametrize("secret", [b"k", b"x" * 64, b"y" * 65, bytes(range(200))])

@@ -18,7 +18,15 @@
         {%- do checks.append(column ~ ' < 0') -%}
       {%- endif -%}
     {%- endfor -%}
+    {%- if agg in ('count', 'sum') -%}
+      {%- for short, long in spec.get('trends', []) -%}
+        {%- do checks.append(spec['family'] ~ '__' ~ metric['name'] ~ '_' ~ agg ~ '_trend_' ~ short ~ 'd_' ~ long ~ 'd < 0') -%}
+      {%- endfor -%}
+    {%- endif -%}
   {%- endfor -%}
+{%- endfor %}
+{%- for state in spec.get('state', []) if execute -%}
+  {%- do checks.append(spec['family'] ~ '__' ~ state['name'] ~ ' < 0') -%}
 {%- endfor %}
 select user_key
 from {{ model }}

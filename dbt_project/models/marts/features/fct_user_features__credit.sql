@@ -10,11 +10,13 @@ with windowed as (
 ),
 
 loan_events as (
-    select * from {{ ref('stg_loans__loan_events') }} where arrived_on <= {{ as_of }}
+    select * from {{ ref('stg_loans__loan_events') }}
+    where arrived_on <= {{ as_of }} and event_date <= {{ as_of }}  {#- a clock a few minutes ahead #}
 ),
 
 bank_repayments as (
-    select * from {{ ref('stg_bank_repayments__repayments') }} where arrived_on <= {{ as_of }}
+    select * from {{ ref('stg_bank_repayments__repayments') }}
+    where arrived_on <= {{ as_of }} and event_date <= {{ as_of }}
 ),
 
 repaid_instalments as (
@@ -70,7 +72,7 @@ loan_book as (
         coalesce(sum(amount_repaid), 0) as amount_repaid_total,
         count(*) filter (where instalments_repaid >= term_months) as loans_paid_off_total,
         count(*) filter (where has_been_overdue and open_overdue.loan_id is null) as loans_cured_total,
-        datediff('month', min(disbursed_on), {{ as_of }}) as months_on_book_now
+        date_sub('month', min(disbursed_on), {{ as_of }}) as months_on_book_now  {#- whole months #}
     from loans
     left join open_overdue using (loan_id)
     group by all
