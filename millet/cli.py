@@ -70,15 +70,15 @@ def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM
 def backfill(
     start: Annotated[str, typer.Option(help="First logical date, YYYY-MM-DD.")],
     end: Annotated[str, typer.Option(help="Last logical date, YYYY-MM-DD (inclusive).")],
-    reprocess: Annotated[str, typer.Option(help="Days run before: none (skip), failed, completed.")] = "none",
+    reprocess: Annotated[str, typer.Option(help="Re-run days run before: failed, completed.")] = "failed",
 ) -> None:
     """Airflow's backfill of millet_nightly over a date range: a run per day, in order, by a scheduler."""
     from millet.airflow_services import ServiceDied
     from millet.orchestrate import DagRunFailed
     from millet.orchestrate import backfill as run_backfill
 
-    if reprocess not in ("none", "failed", "completed"):
-        _fail(f"--reprocess {reprocess!r}: use none, failed or completed")
+    if reprocess not in ("failed", "completed"):
+        _fail(f"--reprocess {reprocess!r}: use failed (re-run failed days only) or completed (all days)")
     first, last = _date(start), _date(end)
     if last < first:
         _fail(f"--end {last} is before --start {first}")

@@ -55,14 +55,15 @@ def backfill(
     start: date | str,
     end: date | str,
     settings: Settings | None = None,
-    reprocess: str = "none",
+    reprocess: str = "failed",
     timeout_s: float | None = None,
 ) -> dict[str, str]:
     """Airflow's own backfill of the DAG over [start, end], executed by a real scheduler.
 
     One run per day, in date order, one at a time: each day's dedupe and incremental models build
     on the day before. A day whose run already succeeded is not run again unless `reprocess` is
-    "completed" ("failed" re-runs failed days only), so a backfill loads each day once.
+    "completed"; "failed" (the default) re-runs failed days only, so a backfill loads each day once.
+    ("none" is refused by Airflow for a DAG whose tasks depend on the past, as this one's do.)
     Returns {day: final run state, or why no run was created}.
     """
     settings = settings or get_settings()
