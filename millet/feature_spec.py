@@ -18,7 +18,7 @@ SPEC_FILE = REPO_ROOT / "dbt_project" / "models" / "marts" / "features" / "_feat
 
 AGG_DTYPE = {"count": "int32", "days_since_last": "int32", "days_active": "int32", "distinct": "int32",
              "sum": "float32", "mean": "float32", "max": "float32", "share": "float32", "trend": "float32"}
-AGG_PHRASE = {"count": "count", "sum": "total", "mean": "mean per event", "max": "largest daily value",
+AGG_PHRASE = {"count": "count", "sum": "total", "mean": "mean per event", "max": "largest single value",
               "share": "share", "days_since_last": "days since the last one",
               "days_active": "days with at least one", "distinct": "distinct values"}
 TRENDED = ("count", "sum")  # aggregations that also get trend ratios

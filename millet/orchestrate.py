@@ -71,7 +71,7 @@ def backfill(
     from millet.airflow_services import airflow_services
 
     with airflow_services(settings) as services:
-        _wait(lambda: _dag_is_parsed(), services, "the DAG to be parsed", 300)
+        _wait(_dag_is_parsed, services, "the DAG to be parsed", 300)
         with _unpaused():
             backfill_id = _create_backfill(start, end, reprocess)
             try:

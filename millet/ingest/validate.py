@@ -88,11 +88,11 @@ def check_lines(lines: list[str], contract: Contract, closes_at: datetime) -> li
     table = pa.table([pa.array(["-"] * len(lines)).dictionary_encode().cast(LINES_SCHEMA.field(0).type),
                       pa.array(range(1, len(lines) + 1), pa.int64()), pa.array(lines, pa.large_string())],
                      schema=LINES_SCHEMA)
-    con = duckdb.connect()
-    con.register("lines", table)
     checked = checked_lines_sql(contract, closes_at, keep=[])
-    rows = con.sql(f"select reason, detail from ({checked}) order by line_no")
-    return [None if reason is None else (reason, detail) for reason, detail in rows.fetchall()]
+    with duckdb.connect() as con:
+        con.register("lines", table)
+        rows = con.sql(f"select reason, detail from ({checked}) order by line_no").fetchall()
+    return [None if reason is None else (reason, detail) for reason, detail in rows]
 
 
 def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime) -> list[_Check]:
