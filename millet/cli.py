@@ -109,6 +109,38 @@ def features(
     typer.echo(json.dumps(values, indent=2, sort_keys=True))
 
 
+@app.command(name="training-set")
+def training_set_command(
+    labels: Annotated[str, typer.Option(help="Parquet or CSV of user_key, event_timestamp (or timestamp), "
+                                              "label columns.")],
+    out: Annotated[str, typer.Option(help="Where to write the training frame (Parquet).")] = (
+        "training_set.parquet"),
+    service: Annotated[str, typer.Option(help="Feast feature service.")] = DEFAULT_SERVICE,
+) -> None:
+    """A point-in-time-correct training frame: each label row with the features known at its timestamp."""
+    from millet.serving.training import BadLabels, training_set
+
+    try:
+        frame = training_set(labels, service)
+    except BadLabels as exc:
+        _fail(str(exc))
+    frame.to_parquet(out, index=False)
+    typer.echo(f"wrote {out}: {len(frame):,} label rows × {frame.shape[1] - 2:,} columns ({service})")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port.")] = 6566,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve online features over HTTP with Feast's REST API (POST /get-online-features, GET /health)."""
+    from millet.serving import open_store
+    from millet.serving.server import serve as run_server
+
+    typer.echo(f"serving online features on http://{host}:{port} (Feast REST API)", err=True)
+    run_server(open_store(), host=host, port=port)
+
+
 @app.command()
 def demo() -> None:
     """Simulate a small ecosystem, run the nightly DAG for consecutive days, show one user's features."""

@@ -35,6 +35,7 @@ class Feature:
     stage: str
     consent_bound: bool
     description: str
+    breakdown: str | None = None  # the category, for a metric expanded `by` a bronze column
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _family(model: dict) -> Family:
         stage = metric.get("stage", spec["stage"])
         for agg in metric["aggs"]:
             common = {"family": family, "metric": metric["name"], "stage": stage,
-                      "consent_bound": spec["consent_bound"]}
+                      "consent_bound": spec["consent_bound"], "breakdown": metric.get("category")}
             features += [
                 Feature(name=feature_name(family, metric["name"], agg, w), agg=agg, window_days=w,
                         dtype=AGG_DTYPE[agg], **common,
@@ -109,6 +110,7 @@ def _expand_metrics(metrics: list[dict]) -> list[dict]:
             continue
         by = metric["by"]
         for category in contract_for(by["channel"]).rules[by["column"]].enum:
-            expanded.append({**metric, "name": metric["name"].replace("{category}", category),
+            expanded.append({**metric, "category": category,
+                             "name": metric["name"].replace("{category}", category),
                              "description": metric["description"].replace("{category}", category)})
     return expanded

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
 
     demo_start: date = date(2026, 1, 1)
     demo_days: int = 2
-    demo_users: int = 2_000
+    demo_users: int = Field(
+        60_000, description="Enough that the last snapshot holds over 3·10^7 feature values.")
     seed: int = 7
 
     task_retries: int = Field(2, description="Airflow retries per task (0 in tests: fail fast).")

@@ -188,11 +188,11 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
     schema = bronze_schema(contract)
     bronze = con.sql(f"select {', '.join(schema.names)} from resolved where outcome = 'kept' "
                      "order by event_id")
-    write_partition(bronze.fetch_record_batch(_BATCH_ROWS), settings.bronze_dir / manifest.channel,
+    write_partition(bronze.to_arrow_reader(_BATCH_ROWS), settings.bronze_dir / manifest.channel,
                     manifest.dt, schema)
     rejected = con.sql(f"select {', '.join(QUARANTINE_SCHEMA.names)} from checked "
                        "where reason is not null order by source_file, line_no")
-    write_partition(rejected.fetch_record_batch(_BATCH_ROWS), settings.quarantine_dir / manifest.channel,
+    write_partition(rejected.to_arrow_reader(_BATCH_ROWS), settings.quarantine_dir / manifest.channel,
                     manifest.dt, QUARANTINE_SCHEMA)
     out = settings.manifests_dir / "ingest" / manifest.channel / f"dt={manifest.dt}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
+from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Float32, Int32
 
-from millet.feature_spec import Family, families
-from millet.serving.store import DEFAULT_SERVICE
+from millet.feature_spec import Family, Feature, all_features, families
 from millet.settings import get_settings
 
 FEAST_DTYPE = {"int32": Int32, "float32": Float32}
@@ -33,13 +35,17 @@ def user_entity() -> Entity:
 
 @cache
 def snapshot_sources() -> tuple[FileSource, ...]:
-    return tuple(_snapshot_source(fam) for fam in families())
+    return sources_under(get_settings().snapshots_dir)
 
 
-def _snapshot_source(fam: Family) -> FileSource:
+def sources_under(snapshots_dir: Path) -> tuple[FileSource, ...]:
+    return tuple(_snapshot_source(fam, snapshots_dir) for fam in families())
+
+
+def _snapshot_source(fam: Family, snapshots_dir: Path) -> FileSource:
     return FileSource(
         name=fam.name,
-        path=str(get_settings().snapshots_dir / fam.name),
+        path=str(snapshots_dir / fam.name),
         file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
         description=f"Daily snapshots of dbt model {fam.model}, Hive-partitioned by as-of date.",
@@ -50,7 +56,11 @@ def _snapshot_source(fam: Family) -> FileSource:
 
 @cache
 def feature_views() -> tuple[FeatureView, ...]:
-    return tuple(_feature_view(fam, src) for fam, src in zip(families(), snapshot_sources(), strict=True))
+    return views_over(snapshot_sources())
+
+
+def views_over(sources: tuple[FileSource, ...]) -> tuple[FeatureView, ...]:
+    return tuple(_feature_view(fam, src) for fam, src in zip(families(), sources, strict=True))
 
 
 def _feature_view(fam: Family, source: FileSource) -> FeatureView:
@@ -59,34 +69,75 @@ def _feature_view(fam: Family, source: FileSource) -> FeatureView:
         entities=[user_entity()],
         ttl=SNAPSHOT_TTL,
         schema=[
-            Field(
-                name=f.name,
-                dtype=FEAST_DTYPE[f.dtype],
-                description=f.description,
-                tags={"family": f.family, "stage": f.stage, "window_days": str(f.window_days or ""),
-                      "agg": f.agg, "consent_bound": str(f.consent_bound).lower()},
-            )
+            Field(name=f.name, dtype=FEAST_DTYPE[f.dtype], description=f.description, tags=_tags(f))
             for f in fam.features
         ],
         source=source,
         online=True,
         description=fam.description,
         owner=OWNER,
-        tags={"family": fam.name, "dbt_model": fam.model,
+        tags={"family": fam.name, "dbt_model": fam.model, "owner": OWNER,
+              "stages": ",".join(sorted({f.stage for f in fam.features})),
               "consent_bound": str(any(f.consent_bound for f in fam.features)).lower()},
     )
 
 
+def _tags(f: Feature) -> dict[str, str]:
+    return {"family": f.family, "stage": f.stage, "owner": OWNER, "agg": f.agg,
+            "window_days": str(f.window_days or ""), "breakdown": f.breakdown or "",
+            "consent_bound": str(f.consent_bound).lower()}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    description: str
+    decisions: str
+    wants: Callable[[Feature], bool]
+
+
+# One service per decision model, versioned: a model pins the version it was trained on.
+SERVICES = (
+    ServiceSpec(
+        "credit_risk_v1", "Pre-loan access and pricing: the headline behaviour of every family (no "
+        "per-category breakdowns) and the whole credit history.", "access,pricing",
+        lambda f: f.family == "credit" or f.breakdown is None),
+    ServiceSpec(
+        "repayment_ability_v1", "Credit line and in-loan tracking: the loan book now and after, and "
+        "wallet cash flow by merchant category.", "credit_line,tracking",
+        lambda f: f.family == "payments" or (f.family == "credit" and f.stage != "pre_loan")),
+    ServiceSpec(
+        "financial_demand_v1", "Which users to pre-approve or make an offer: shopping, instalment use, "
+        "apps installed and loan applications.", "pre_approval,offers",
+        lambda f: f.family in ("commerce", "appstore") or (f.family == "credit" and f.stage == "pre_loan")),
+)
+
+
 @cache
 def feature_services() -> tuple[FeatureService, ...]:
-    # The spine serves every family to the pre-loan credit-risk model; the issue on Feast serving
-    # splits services by decision (credit_risk, repayment_ability, financial_demand).
-    return (
-        FeatureService(
-            name=DEFAULT_SERVICE,
-            features=list(feature_views()),
-            description="Pre-loan access and pricing.",
-            owner=OWNER,
-            tags={"decision": "access,pricing", "stage": "pre_loan"},
-        ),
+    return services_over(feature_views())
+
+
+def services_over(views: tuple[FeatureView, ...]) -> tuple[FeatureService, ...]:
+    return tuple(_feature_service(spec, views) for spec in SERVICES)
+
+
+def _feature_service(spec: ServiceSpec, views: tuple[FeatureView, ...]) -> FeatureService:
+    wanted = {f.name for f in all_features() if spec.wants(f)}
+    projections = [view[[f.name for f in view.features if f.name in wanted]] for view in views
+                   if any(f.name in wanted for f in view.features)]
+    return FeatureService(
+        name=spec.name,
+        features=projections,
+        description=spec.description,
+        owner=OWNER,
+        tags={"decisions": spec.decisions,
+              "stages": ",".join(sorted({f.stage for f in all_features() if f.name in wanted}))},
     )
+
+
+def feast_objects(snapshots_dir: Path) -> list:
+    """Every object of the repository, over snapshots kept elsewhere (for tests and benchmarks)."""
+    sources = sources_under(snapshots_dir)
+    views = views_over(sources)
+    return [user_entity(), *sources, *views, *services_over(views)]

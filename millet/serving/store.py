@@ -47,11 +47,33 @@ def publish_features(day: str | date, settings: Settings | None = None) -> dict:
     """Apply the registry and load the as-of `day` snapshot into the online store."""
     settings = settings or get_settings()
     apply_registry(settings)
+    materialize_day(open_store(settings), day)
+    return {"as_of": str(day), "snapshot_timestamp": snapshot_timestamp(day).isoformat(),
+            "online_store": settings.online_store}
+
+
+def store_over(snapshots_dir: Path, work_dir: Path, online_store: dict, batch_engine: dict | str = "local",
+               project: str = "millet"):
+    """A FeatureStore with Millet's objects over snapshots in `snapshots_dir`, and the stores named:
+    for comparing online stores and engines on the same data (tests, benchmarks)."""
+    from feast import FeatureStore, RepoConfig
+
+    from millet.serving.definitions import feast_objects
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(project=project, provider="local", registry=str(work_dir / "registry.db"),
+                        online_store=online_store, batch_engine=batch_engine,
+                        offline_store={"type": "duckdb"}, entity_key_serialization_version=3,
+                        repo_path=str(work_dir))
+    store = FeatureStore(config=config)
+    store.apply(feast_objects(snapshots_dir))
+    return store
+
+
+def materialize_day(store, day: str | date) -> None:
+    """Load the as-of `day` snapshot: snapshots carry exactly one timestamp, the day's close."""
     stamp = snapshot_timestamp(day)
-    store = open_store(settings)
-    # Snapshots carry exactly one timestamp, so a one-second window selects just this day's rows.
     store.materialize(start_date=stamp, end_date=stamp + timedelta(seconds=1))
-    return {"as_of": str(day), "snapshot_timestamp": stamp.isoformat(), "online_store": settings.online_store}
 
 
 def online_features(user_key: str, service: str = DEFAULT_SERVICE, settings: Settings | None = None) -> dict:

@@ -13,25 +13,12 @@ from millet.feature_spec import all_features
 from millet.orchestrate import run_dag
 from millet.quality import QualityGateFailed, check_features
 from millet.serving import online_features
-from millet.settings import get_settings
-from millet.simulate import simulate
-from millet.simulate.faults import Faults
 from millet.transform import snapshot_path
 from tests.conftest import TEST_KEY
+from tests.e2e.conftest import DAYS
 from tests.helpers import decoded_strings, hmac_key, landing_lines, parsed_rows
 
-DAYS = ["2026-01-01", "2026-01-02"]
 WINDOWS = (7, 30, 90)
-
-
-@pytest.fixture(scope="module")
-def nightly():
-    settings = get_settings()
-    simulate(settings.landing_dir, users=4000, days=len(DAYS), start=date.fromisoformat(DAYS[0]), seed=5,
-             faults=Faults(duplicate=0.05, malformed=0.1))
-    for day in DAYS:
-        assert run_dag(day) == "success"
-    return settings
 
 
 def _landed_rows(settings) -> list[dict]:
@@ -98,7 +85,7 @@ def test_online_features_of_a_known_user_match_an_independent_computation(nightl
     served = online_features(hmac_key(busiest, TEST_KEY))
     expected = expected_features(rows, busiest, DAYS[-1])
 
-    assert set(served) - {"user_key"} == {f.name for f in all_features()}  # the service serves them all
+    assert set(served) - {"user_key"} < {f.name for f in all_features()}  # credit_risk_v1: a selection
     assert set(expected) < set(served)
     assert expected["commerce__orders_count_7d"] >= 2  # the user really is active
     mismatched = {k: (served[k], v) for k, v in expected.items() if not _same(served[k], v)}

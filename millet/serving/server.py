@@ -1,0 +1,217 @@
+"""`millet serve`: online features over HTTP, speaking Feast's REST API.
+
+`POST /get-online-features` takes Feast's request ({"entities": {"user_key": [...]}, "feature_service":
+name | "features": ["view:feature", ...], "full_feature_names": bool}) and answers in Feast's response
+shape, so Feast's own remote online store client (`online_store: type: remote`) works against it.
+`GET /health` says whether the registry and the online store answer.
+
+It reads the packed records of Millet's online stores directly: a feature service's plan (which feature
+views, which positions in their rows) is worked out once from the registry, and a lookup is one read per
+feature view and one protobuf parse per record, with no per-feature protobuf objects built in between.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+
+from millet.serving.online_store import HEADER, PackedOnlineStore, entity_key_bytes
+from millet.serving.rowcodec import unpack_row
+
+MAX_ENTITIES = 1_000
+NO_TIMESTAMP = "1970-01-01T00:00:00Z"
+
+
+class BadRequest(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    view: object  # feast.FeatureView
+    features: tuple[str, ...]  # as the view names them
+    names: tuple[str, ...]  # as they appear in the response
+
+
+class OnlineReader:
+    """Answers Feast online-feature requests from a FeatureStore whose online store is a packed one."""
+
+    def __init__(self, store):
+        if not isinstance(store._get_provider().online_store, PackedOnlineStore):
+            raise TypeError("millet serve reads Millet's packed online stores; "
+                            "see features/feature_store.yaml")
+        self.store = store
+        self.config = store.config
+        self.online = store._get_provider().online_store
+        self._plans: dict[tuple, list[ViewPlan]] = {}
+
+    @cached_property
+    def join_key(self) -> str:
+        (entity,) = [e for e in self.store.list_entities()]
+        return entity.join_key
+
+    # ---- request → plan -------------------------------------------------------------------------
+    def answer(self, body: bytes) -> dict:
+        request = _parse(body)
+        keys = self._entity_values(request.get("entities"))
+        full = request.get("full_feature_names", False)
+        if not isinstance(full, bool):
+            raise BadRequest("'full_feature_names' must be true or false")
+        plan = self._plan(request.get("feature_service"), request.get("features"), full)
+        return self._response(keys, plan)
+
+    def _entity_values(self, entities) -> list[str]:
+        if not isinstance(entities, dict) or set(entities) != {self.join_key}:
+            raise BadRequest(f"'entities' must be an object with exactly one key, {self.join_key!r}, "
+                             "holding a list of values")
+        values = entities[self.join_key]
+        if not isinstance(values, list) or not values:
+            raise BadRequest(f"'entities.{self.join_key}' must be a non-empty list")
+        if len(values) > MAX_ENTITIES:
+            raise BadRequest(f"at most {MAX_ENTITIES} entities per request, got {len(values)}")
+        if not all(isinstance(v, str) for v in values):
+            raise BadRequest(f"every {self.join_key} must be a string")
+        return values
+
+    def _plan(self, service, features, full: bool) -> list[ViewPlan]:
+        if (service is None) == (features is None or features == []):
+            raise BadRequest("give exactly one of 'feature_service' or a non-empty 'features' list")
+        cache_key = (service, tuple(features) if isinstance(features, list) else features, full)
+        if cache_key not in self._plans:
+            self._plans[cache_key] = (self._service_plan(service, full) if service is not None
+                                      else self._features_plan(features, full))
+        return self._plans[cache_key]
+
+    def _service_plan(self, service, full: bool) -> list[ViewPlan]:
+        from feast.errors import FeatureServiceNotFoundException
+
+        if not isinstance(service, str):
+            raise BadRequest("'feature_service' must be a string")
+        try:
+            found = self.store.get_feature_service(service)
+        except FeatureServiceNotFoundException:
+            raise BadRequest(f"no feature service named {service!r}", status=404) from None
+        wanted = {p.name: [f.name for f in p.features] for p in found.feature_view_projections}
+        return [self._view_plan(view, wanted[view.name], full)
+                for view in self._views() if view.name in wanted]
+
+    def _features_plan(self, features, full: bool) -> list[ViewPlan]:
+        if not isinstance(features, list) or not all(isinstance(f, str) and ":" in f for f in features):
+            raise BadRequest("'features' must be a list of 'feature_view:feature' strings")
+        views = {view.name: view for view in self._views()}
+        wanted: dict[str, list[str]] = {}
+        for ref in features:
+            view_name, name = ref.split(":", 1)
+            view = views.get(view_name)
+            if view is None or name not in {f.name for f in view.features}:
+                raise BadRequest(f"unknown feature {ref!r}", status=404)
+            wanted.setdefault(view_name, []).append(name)
+        return [self._view_plan(views[name], names, full) for name, names in wanted.items()]
+
+    def _view_plan(self, view, names: list[str], full: bool) -> ViewPlan:
+        shown = tuple(f"{view.name}__{n}" if full else n for n in names)
+        return ViewPlan(view, tuple(names), shown)
+
+    def _views(self):
+        return self.store.list_feature_views()
+
+    # ---- plan → response, in Feast's shape ------------------------------------------------------------
+    def _response(self, keys: list[str], plan: list[ViewPlan]) -> dict:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        key_bytes = [entity_key_bytes(EntityKey(join_keys=[self.join_key],
+                                                entity_values=[Value(string_val=k)]), self.config)
+                     for k in keys]
+        names = [self.join_key]
+        results = [{"values": list(keys), "statuses": ["PRESENT"] * len(keys),
+                    "event_timestamps": [NO_TIMESTAMP] * len(keys)}]
+        for step in plan:
+            names += step.names
+            results += self._view_results(step, key_bytes)
+        return {"metadata": {"feature_names": names}, "results": results}
+
+    def _view_results(self, step: ViewPlan, key_bytes: list[bytes]) -> list[dict]:
+        found = self.online._get(self.config, step.view, list(set(key_bytes)))
+        requested = step.features
+        columns = [[None] * len(key_bytes) for _ in requested]
+        statuses = [["NOT_FOUND"] * len(key_bytes) for _ in requested]
+        stamps = [NO_TIMESTAMP] * len(key_bytes)
+        for row, key in enumerate(key_bytes):
+            rec = found.get(key)
+            if rec is None:
+                continue
+            digest, micros = HEADER.unpack_from(rec)
+            values = unpack_row(rec[HEADER.size:])
+            stamps[row] = _timestamp(micros)
+            positions = dict(self.online._positions(self.config, digest, requested))
+            for i, name in enumerate(requested):
+                if name in positions:  # a feature added since this row was written stays NOT_FOUND
+                    columns[i][row] = _native(values[positions[name]])
+                    statuses[i][row] = "PRESENT"
+        return [{"values": columns[i], "statuses": statuses[i], "event_timestamps": list(stamps)}
+                for i in range(len(requested))]
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise BadRequest("the body must be a JSON object")
+    return request
+
+
+def _native(value):
+    which = value.WhichOneof("val")
+    if which is None or which == "null_val":
+        return None
+    native = getattr(value, which)
+    if which in ("float_val", "double_val") and not math.isfinite(native):
+        return "NaN" if math.isnan(native) else ("Infinity" if native > 0 else "-Infinity")
+    return native
+
+
+def _timestamp(micros: int) -> str:
+    stamp = datetime.fromtimestamp(micros / 1_000_000, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond
+                                                  else "") + "Z"
+
+
+def create_app(store):
+    """An ASGI app; `millet serve` runs it under uvicorn."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    reader = OnlineReader(store)
+
+    async def get_online_features(request: Request) -> Response:
+        try:
+            answer = reader.answer(await request.body())
+        except BadRequest as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        try:
+            reader.join_key  # noqa: B018 - reads the registry
+            return JSONResponse({"status": "ok"})
+        except Exception as exc:  # a health check reports, it does not raise
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+
+    return Starlette(routes=[Route("/get-online-features", get_online_features, methods=["POST"]),
+                             Route("/health", health, methods=["GET"])])
+
+
+def serve(store, host: str = "127.0.0.1", port: int = 6566) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(store), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,345 @@
+"""Feast serving over the nightly world: online values on both stores, stock equivalence, training sets,
+and the REST API."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from millet.feature_spec import all_features, families
+from millet.serving import open_store
+from millet.serving.store import materialize_day, publish_features, store_over
+from millet.serving.training import training_set
+from millet.transform import snapshot_path
+from tests.e2e.conftest import DAYS
+
+SERVICES = ("credit_risk_v1", "repayment_ability_v1", "financial_demand_v1")
+REDIS_DB = 9  # the tests' own Redis database; every key they write is removed after them
+STOCK = {"sqlite": {"type": "sqlite"}, "redis": {"type": "redis"}}
+PACKED = {"sqlite": {"type": "millet.serving.online_store.PackedSqliteOnlineStore"},
+          "redis": {"type": "millet.serving.online_store.PackedRedisOnlineStore"}}
+MILLET_ENGINE = {"type": "millet.serving.engine.SnapshotMaterializationEngine"}
+
+
+def snapshot_values(day: str, user_keys: list[str]) -> dict[str, dict[str, object]]:
+    """user_key → every feature in the day's dbt snapshots, read straight from the Parquet files."""
+    rows: dict[str, dict[str, object]] = {k: {} for k in user_keys}
+    for fam in families():
+        table = pq.read_table(snapshot_path(fam.name, day))
+        for row in table.filter(pa.compute.is_in(table["user_key"], pa.array(user_keys))).to_pylist():
+            rows[row["user_key"]] |= {k: v for k, v in row.items()
+                                      if k not in ("user_key", "event_timestamp")}
+    return rows
+
+
+def sampled_users(day: str, n: int, seed: int = 3) -> list[str]:
+    keys = set()
+    for fam in families():
+        keys |= set(pq.read_table(snapshot_path(fam.name, day), columns=["user_key"]).column(0).to_pylist())
+    return random.Random(seed).sample(sorted(keys), n)
+
+
+def _equal(served, stored) -> bool:
+    if stored is None or (isinstance(stored, float) and math.isnan(stored)):
+        return served is None or (isinstance(served, float) and math.isnan(served))
+    return served == stored  # float32 in both: exactly the same number
+
+
+def _service_features(store, service: str) -> set[str]:
+    return {f.name for p in store.get_feature_service(service).feature_view_projections for f in p.features}
+
+
+# ---- the feature services --------------------------------------------------------------------------
+def test_services_serve_the_decisions_from_the_spec(nightly):
+    store = open_store()
+    spec = {f.name: f for f in all_features()}
+    served = {s: _service_features(store, s) for s in SERVICES}
+    assert all(served[s] <= set(spec) for s in SERVICES)
+    credit = {n for n, f in spec.items() if f.family == "credit"}
+    assert credit <= served["credit_risk_v1"]
+    assert not any(spec[n].breakdown for n in served["credit_risk_v1"] - credit)  # headline behaviour only
+    assert {spec[n].family for n in served["repayment_ability_v1"]} == {"credit", "payments"}
+    assert not any(spec[n].stage == "pre_loan" and spec[n].family == "credit"
+                   for n in served["repayment_ability_v1"])
+    assert {spec[n].family for n in served["financial_demand_v1"]} == {"commerce", "appstore", "credit"}
+    for view in store.list_feature_views():
+        assert {"family", "owner", "consent_bound", "stages"} <= set(view.tags)
+        assert all({"family", "stage", "owner", "consent_bound"} <= set(f.tags) for f in view.features)
+
+
+# ---- online values, on both stores ------------------------------------------------------------------
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def published(request, nightly):
+    """The nightly store, and the same snapshot published into Redis (the tests' own database)."""
+    if request.param == "sqlite":
+        yield open_store()
+        return
+    settings = nightly.model_copy(update={"online_store": "redis",
+                                          "redis_url": f"127.0.0.1:6379,db={REDIS_DB}",
+                                          "project": f"millet_test_{os.getpid()}"})
+    publish_features(DAYS[-1], settings)
+    store = open_store(settings)
+    try:
+        yield store
+    finally:
+        store.teardown()
+        open_store(nightly)  # put the session's environment back for the tests after
+    assert not _redis_keys(settings.project), "teardown left keys behind"
+
+
+def _redis_keys(project: str) -> list:
+    import redis
+
+    return list(redis.Redis(db=REDIS_DB).scan_iter(match=f"millet:{project}:*", count=1000))
+
+
+def test_online_values_equal_the_dbt_snapshot_for_sampled_users(published):
+    users = sampled_users(DAYS[-1], 25)
+    stored = snapshot_values(DAYS[-1], users)
+    compared = 0
+    for service in SERVICES:
+        served = published.get_online_features(features=published.get_feature_service(service),
+                                               entity_rows=[{"user_key": k} for k in users]).to_dict()
+        assert served["user_key"] == users
+        for name in _service_features(published, service):
+            for i, user in enumerate(users):
+                if name in stored[user]:  # absent: the user had no activity in that family
+                    assert _equal(served[name][i], stored[user][name]), (service, user, name)
+                    compared += 1
+                else:
+                    assert served[name][i] is None
+    assert compared > 10_000, compared
+
+
+# ---- Millet's engine and stores against stock Feast -------------------------------------------------
+@pytest.fixture(scope="module")
+def sample_snapshots(nightly, tmp_path_factory):
+    """The last day's snapshots for 40 users, laid out as dbt writes them."""
+    root = tmp_path_factory.mktemp("sample") / "snapshots"
+    users = pa.array(sampled_users(DAYS[-1], 40, seed=8))
+    for fam in families():
+        table = pq.read_table(snapshot_path(fam.name, DAYS[-1]))
+        out = root / fam.name / f"dt={DAYS[-1]}" / "part-0.parquet"
+        out.parent.mkdir(parents=True)
+        pq.write_table(table.filter(pa.compute.is_in(table["user_key"], users)), out)
+    return root, users.to_pylist()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_millet_materialization_reads_back_exactly_as_stock_feast_materialization(
+        sample_snapshots, tmp_path, backend):
+    snapshots, users = sample_snapshots
+    project = f"equiv_{os.getpid()}"
+    stores = {}
+    for kind, online, engine in (("stock", STOCK, "local"), ("millet", PACKED, MILLET_ENGINE)):
+        config = dict(online[backend], **({"path": str(tmp_path / f"{kind}.db")} if backend == "sqlite"
+                                          else {"connection_string": f"127.0.0.1:6379,db={REDIS_DB}"}))
+        stores[kind] = store_over(snapshots, tmp_path / kind, config, engine, project=f"{project}_{kind}")
+        materialize_day(stores[kind], DAYS[-1])
+    present = 0
+    try:
+        for service in SERVICES:
+            answers = [store.get_online_features(features=store.get_feature_service(service),
+                                                 entity_rows=[{"user_key": k} for k in users]).to_dict()
+                       for store in stores.values()]
+            stock, millet = answers
+            assert stock.keys() == millet.keys()
+            differing = [n for n in stock if not all(map(_equal, millet[n], stock[n]))]
+            assert not differing, (service, differing[:5])
+            present += sum(v is not None for column in stock.values() for v in column)
+        assert present > 15_000  # the comparison is over real values, not over two empty stores
+    finally:
+        for store in stores.values():
+            store.teardown()
+
+
+# ---- training sets ----------------------------------------------------------------------------------
+def test_a_feature_value_planted_after_the_label_time_does_not_leak(nightly):
+    day, later = DAYS[-1], "2026-01-05"
+    user = sampled_users(day, 1, seed=11)[0]
+    planted = snapshot_path("credit", later)
+    table = pq.read_table(snapshot_path("credit", day))
+    table = table.filter(pa.compute.equal(table["user_key"], user))
+    if table.num_rows == 0:  # a user without credit activity: take the first that has some
+        table = pq.read_table(snapshot_path("credit", day)).slice(0, 1)
+        user = table["user_key"][0].as_py()
+    column = "credit__days_past_due_max_ever"
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array([999], pa.int32()))
+    table = table.set_column(table.schema.get_field_index("event_timestamp"), "event_timestamp",
+                             pa.array([datetime(2026, 1, 6, tzinfo=UTC)],
+                                      table.schema.field("event_timestamp").type))
+    planted.parent.mkdir(parents=True)
+    pq.write_table(table, planted)
+    try:
+        known = datetime(2026, 1, 3, 12, tzinfo=UTC)  # after the last real snapshot, before the planted one
+        labels = pd.DataFrame({"user_key": [user, user], "timestamp": [known, known + timedelta(days=3)],
+                               "label": [0, 1]})
+        frame = training_set(labels, "credit_risk_v1")
+        stored = snapshot_values(day, [user])[user]
+    finally:
+        planted.unlink()
+        planted.parent.rmdir()
+    assert list(frame["label"]) == [0, 1]
+    assert frame[column][0] == stored[column] != 999  # before the plant: what the snapshot held
+    assert frame[column][1] == 999  # after it: the planted value, so the join really reads that file
+
+
+def test_training_set_rows_take_the_snapshot_of_their_own_time(nightly):
+    users = sampled_users(DAYS[-1], 30, seed=5)
+    first, last = (snapshot_values(day, users) for day in DAYS)
+    stamps = [datetime.combine(date.fromisoformat(d), datetime.min.time(), UTC)
+              + timedelta(days=1, hours=6) for d in DAYS]
+    labels = pd.DataFrame({"user_key": users * 2, "event_timestamp": [stamps[0]] * 30 + [stamps[1]] * 30,
+                           "label": range(60)})
+    frame = training_set(labels, "repayment_ability_v1")
+    assert list(frame["label"]) == list(range(60))
+    column = "payments__payments_count_1d"
+    assert sum(known[u].get(column) is not None for known in (first, last) for u in users) >= 10
+    for i, user in enumerate(users):
+        for half, known in enumerate((first, last)):
+            want = known[user].get(column)
+            got = frame[column][half * 30 + i]
+            assert (pd.isna(got) and want is None) or got == want, (user, half, got, want)
+
+
+def test_the_training_set_command_writes_the_frame_and_refuses_bad_labels(nightly, tmp_path):
+    from typer.testing import CliRunner
+
+    from millet.cli import app
+
+    users = sampled_users(DAYS[-1], 5)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"user_key": users, "timestamp": ["2026-01-03T06:00:00Z"] * 5,
+                  "label": [1] * 5}).to_csv(labels)
+    out = tmp_path / "train.parquet"
+    done = CliRunner().invoke(app, ["training-set", "--labels", str(labels), "--out", str(out),
+                                    "--service", "financial_demand_v1"])
+    assert done.exit_code == 0, done.output
+    frame = pd.read_parquet(out)
+    assert list(frame["user_key"]) == users and len(frame.columns) > 400
+    pd.DataFrame({"user_key": users}).to_csv(labels)
+    refused = CliRunner().invoke(app, ["training-set", "--labels", str(labels)])
+    assert refused.exit_code == 1 and "event_timestamp" in refused.output
+
+
+# ---- the HTTP server --------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(nightly):
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "millet"), "serve", "--port", str(port)],
+                            env={**os.environ, **nightly.millet_environ()},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_feasts_remote_client_reads_what_the_store_serves(server, nightly, tmp_path):
+    from feast import FeatureStore, RepoConfig
+
+    client = FeatureStore(config=RepoConfig(
+        project=nightly.project, provider="local", registry=str(nightly.feast_dir / "registry.db"),
+        online_store={"type": "remote", "path": server}, entity_key_serialization_version=3,
+        repo_path=str(tmp_path)))
+    local = open_store()
+    users = sampled_users(DAYS[-1], 10) + ["nobody-at-all"]
+    for service in SERVICES:
+        rows = [{"user_key": k} for k in users]
+        remote = client.get_online_features(features=client.get_feature_service(service), entity_rows=rows)
+        here = local.get_online_features(features=local.get_feature_service(service), entity_rows=rows)
+        remote, here = remote.to_dict(), here.to_dict()
+        assert remote.keys() == here.keys()
+        differing = {n: (remote[n], here[n]) for n in here if not all(map(_equal, remote[n], here[n]))}
+        assert not differing, (service, list(differing.items())[:3])
+        assert all(remote[n][-1] is None for n in remote if n != "user_key")  # the unknown user
+
+
+def test_the_server_answers_in_feasts_own_response_shape(server, nightly):
+    from feast.feature_server_utils import convert_response_to_dict
+
+    users = sampled_users(DAYS[-1], 3) + ["nobody-at-all"]
+    body = {"entities": {"user_key": users}, "features": ["credit:credit__loans_active_now",
+                                                           "device:device__sessions_count_7d"],
+            "full_feature_names": True}
+    answer = requests.post(f"{server}/get-online-features", json=body, timeout=10).json()
+    local = open_store()
+    expected = convert_response_to_dict(local.get_online_features(
+        features=body["features"], entity_rows=[{"user_key": k} for k in users],
+        full_feature_names=True).proto)
+    assert answer["metadata"] == expected["metadata"]
+    for got, want in zip(answer["results"], expected["results"], strict=True):
+        assert got["statuses"] == want["statuses"]
+        assert all(map(_equal, got["values"], want["values"]))
+    assert [r["event_timestamps"] for r in answer["results"][1:]] == \
+        [r["event_timestamps"] for r in expected["results"][1:]]
+
+
+@pytest.mark.parametrize("body, status, says", [
+    (b"{not json", 400, "not JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (json.dumps({"feature_service": "credit_risk_v1"}).encode(), 400, "entities"),
+    (json.dumps({"entities": {"user_key": "abc"}, "feature_service": "credit_risk_v1"}).encode(), 400,
+     "list"),
+    (json.dumps({"entities": {"account_id": ["a"]}, "feature_service": "credit_risk_v1"}).encode(), 400,
+     "user_key"),
+    (json.dumps({"entities": {"user_key": [1]}, "feature_service": "credit_risk_v1"}).encode(), 400,
+     "string"),
+    (json.dumps({"entities": {"user_key": ["a"]}}).encode(), 400, "exactly one"),
+    (json.dumps({"entities": {"user_key": ["a"]}, "feature_service": "no_such"}).encode(), 404, "no_such"),
+    (json.dumps({"entities": {"user_key": ["a"]}, "features": ["credit:nope"]}).encode(), 404, "credit:nope"),
+    (json.dumps({"entities": {"user_key": ["a"] * 1001}, "feature_service": "credit_risk_v1"}).encode(), 400,
+     "at most"),
+])
+def test_malformed_requests_get_a_4xx_with_a_message(server, body, status, says):
+    answer = requests.post(f"{server}/get-online-features", data=body, timeout=10)
+    assert answer.status_code == status
+    assert says in answer.json()["detail"]
+
+
+def test_health_and_unknown_routes(server):
+    assert requests.get(f"{server}/health", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{server}/get-online-features", timeout=5).status_code == 405
+    assert requests.get(f"{server}/nope", timeout=5).status_code == 404
+
+
+def test_a_large_request_is_answered_not_hung(server):
+    keys = sampled_users(DAYS[-1], 500)
+    started = time.monotonic()
+    answer = requests.post(f"{server}/get-online-features",
+                           json={"entities": {"user_key": keys}, "feature_service": "credit_risk_v1"},
+                           timeout=60)
+    assert answer.status_code == 200 and len(answer.json()["results"][0]["values"]) == 500
+    assert time.monotonic() - started < 60
