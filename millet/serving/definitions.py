@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -136,8 +136,13 @@ def _feature_service(spec: ServiceSpec, views: tuple[FeatureView, ...]) -> Featu
     )
 
 
-def feast_objects(snapshots_dir: Path) -> list:
-    """Every object of the repository, over snapshots kept elsewhere (for tests and benchmarks)."""
-    sources = sources_under(snapshots_dir)
-    views = views_over(sources)
-    return [user_entity(), *sources, *views, *services_over(views)]
+def feast_objects(snapshots_dir: Path, keep: Callable[[Feature], bool] | None = None) -> list:
+    """Every object of the repository over snapshots kept elsewhere, optionally only the features
+    `keep` accepts (for tests and benchmarks)."""
+    kept = [replace(fam, features=tuple(f for f in fam.features if keep is None or keep(f)))
+            for fam in families()]
+    kept = [fam for fam in kept if fam.features]
+    sources = tuple(_snapshot_source(fam, snapshots_dir) for fam in kept)
+    views = tuple(_feature_view(fam, src) for fam, src in zip(kept, sources, strict=True))
+    services = [svc for svc in services_over(views) if svc.feature_view_projections]
+    return [user_entity(), *sources, *views, *services]

@@ -8,7 +8,9 @@ one bulk write. Named in feature_store.yaml as `batch_engine`; `FeatureStore.mat
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -31,6 +33,8 @@ from millet.serving.online_store import (
 )
 from millet.serving.rowcodec import pack_columns
 from millet.sqltext import ident, literal
+
+_LENGTH = struct.Struct("<I")
 
 
 class SnapshotMaterializationEngineConfig(FeastConfigBaseModel):
@@ -72,12 +76,22 @@ class SnapshotMaterializationEngine(ComputeEngine):
             raise TypeError(f"{type(self).__name__} writes to Millet's packed online stores, "
                             f"not {type(store).__name__}; see features/feature_store.yaml")
         layout, join_key = layout_of(view), _single_join_key(view)
-        digest, written = layout_digest(layout), 0
-        for batch in _latest_rows(view, join_key, layout, start, end, self.batch_rows):
+        digest, stamp = layout_digest(layout), view.batch_source.timestamp_field
+
+        def encoded(batch: pa.RecordBatch) -> tuple[list[bytes], list[bytes]]:
             keys = _entity_keys(batch.column(join_key), join_key, self.repo_config)
-            records = _records(batch, layout, digest, view.batch_source.timestamp_field)
-            store.write_records(self.repo_config, view, layout, keys, records)
-            written += batch.num_rows
+            return keys, _records(batch, layout, digest, stamp)
+
+        # Two stages in step: the next batch is read and packed while the store writes this one.
+        written, pending = 0, None
+        with ThreadPoolExecutor(max_workers=1) as packer:
+            for batch in _latest_rows(view, join_key, layout, start, end, self.batch_rows):
+                ready, pending = pending, packer.submit(encoded, batch)
+                written += batch.num_rows
+                if ready is not None:
+                    store.write_records(self.repo_config, view, layout, *ready.result())
+            if pending is not None:
+                store.write_records(self.repo_config, view, layout, *pending.result())
         return written
 
 
@@ -119,9 +133,18 @@ def _utc(stamp: datetime) -> str:
 
 
 def _entity_keys(column: pa.Array, join_key: str, config) -> list[bytes]:
-    return [entity_key_bytes(EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=k)]),
-                             config)
-            for k in column.to_pylist()]
+    """Feast's serialized entity keys for a column of string ids: a fixed prefix, the length, the id.
+    The layout is checked against Feast's own serializer on the batch's first key."""
+    def feast_key(value: str) -> bytes:
+        return entity_key_bytes(
+            EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)]), config)
+
+    prefix = feast_key("")[:-4]  # the empty id's 4-byte length is the last thing serialized
+    values = [v.encode() for v in column.to_pylist()]
+    keys = [prefix + _LENGTH.pack(len(v)) + v for v in values]
+    if keys and keys[0] != feast_key(values[0].decode()):
+        raise RuntimeError("Feast's entity key serialization changed; the engine's fast path needs updating")
+    return keys
 
 
 def _records(batch: pa.RecordBatch, layout, digest: bytes, stamp: str) -> list[bytes]:

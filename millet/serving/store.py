@@ -53,9 +53,9 @@ def publish_features(day: str | date, settings: Settings | None = None) -> dict:
 
 
 def store_over(snapshots_dir: Path, work_dir: Path, online_store: dict, batch_engine: dict | str = "local",
-               project: str = "millet"):
-    """A FeatureStore with Millet's objects over snapshots in `snapshots_dir`, and the stores named:
-    for comparing online stores and engines on the same data (tests, benchmarks)."""
+               project: str = "millet", keep=None):
+    """A FeatureStore with Millet's objects (those features `keep` accepts) over snapshots in
+    `snapshots_dir`, and the stores named: to compare online stores and engines on the same data."""
     from feast import FeatureStore, RepoConfig
 
     from millet.serving.definitions import feast_objects
@@ -66,7 +66,7 @@ def store_over(snapshots_dir: Path, work_dir: Path, online_store: dict, batch_en
                         offline_store={"type": "duckdb"}, entity_key_serialization_version=3,
                         repo_path=str(work_dir))
     store = FeatureStore(config=config)
-    store.apply(feast_objects(snapshots_dir))
+    store.apply(feast_objects(snapshots_dir, keep))
     return store
 
 
