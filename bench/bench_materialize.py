@@ -72,11 +72,12 @@ def main() -> None:
     }))
 
 
-def _write_snapshots(root: Path, users: int, keep) -> int:
-    """Random values with the spec's types, a tenth of them null, for `users` hex user keys."""
-    rng = np.random.default_rng(7)
-    keys = pa.array([f"{i:032x}" for i in rng.permutation(users * 4)[:users]])
-    stamp = pa.array([snapshot_timestamp(DAY)] * users, pa.timestamp("us", "UTC"))
+def _write_snapshots(root: Path, users: int, keep, day: str = DAY) -> int:
+    """Random values with the spec's types, a tenth of them null, for `users` hex user keys (the same
+    keys whatever the day; other values each day)."""
+    keys = pa.array([f"{i:032x}" for i in np.random.default_rng(7).permutation(users * 4)[:users]])
+    rng = np.random.default_rng(int(day.replace("-", "")))
+    stamp = pa.array([snapshot_timestamp(day)] * users, pa.timestamp("us", "UTC"))
     total = 0
     for fam in families():
         kept = [f for f in fam.features if keep is None or keep(f)]
@@ -89,7 +90,7 @@ def _write_snapshots(root: Path, users: int, keep) -> int:
                 columns[f.name] = pa.array(rng.poisson(3, users).astype("int32"), mask=nulls)
             else:
                 columns[f.name] = pa.array(rng.gamma(2, 50, users).astype("float32"), mask=nulls)
-        out = root / fam.name / f"dt={DAY}" / "part-0.parquet"
+        out = root / fam.name / f"dt={day}" / "part-0.parquet"
         out.parent.mkdir(parents=True)
         pq.write_table(pa.table(columns), out, compression="zstd")
         total += len(kept)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 ELEMENT_TAG = 0x0A
 FLOAT_TAG = 0x35
@@ -24,11 +23,25 @@ NULL_ELEMENT = bytes([ELEMENT_TAG, 0])
 
 
 def pack_columns(columns: Sequence[pa.Array]) -> pa.BinaryArray:
-    """Row i of the result is the serialized RepeatedValue of (columns[0][i], columns[1][i], ...)."""
+    """Row i of the result is the serialized RepeatedValue of (columns[0][i], columns[1][i], ...).
+
+    Each column's cells are laid out at a fixed width in one (rows × total width) byte matrix; a mask of
+    the bytes each cell really uses, read in row order, leaves each row's elements back to back."""
     if not columns:
         raise ValueError("a row needs at least one feature")
-    elements = [_elements(_as_array(column)) for column in columns]
-    return pc.binary_join_element_wise(*elements, b"")
+    cells = [_cells(_as_array(column)) for column in columns]
+    rows = len(cells[0][1])
+    widths = [body.shape[1] for body, _ in cells]
+    matrix = np.empty((rows, sum(widths)), np.uint8)
+    used = np.empty(matrix.shape, bool)
+    row_bytes = np.zeros(rows, np.int64)
+    at = 0
+    for (body, lengths), width in zip(cells, widths, strict=True):
+        matrix[:, at:at + width] = body
+        np.less(np.arange(width), lengths[:, None], out=used[:, at:at + width])
+        row_bytes += lengths
+        at += width
+    return _binary(matrix[used], row_bytes)
 
 
 def unpack_row(blob: bytes):
@@ -51,8 +64,8 @@ def _as_array(column) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _elements(column: pa.Array) -> pa.BinaryArray:
-    """Each cell as one serialized RepeatedValue element."""
+def _cells(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell as one serialized RepeatedValue element: its bytes, padded, and its length."""
     if pa.types.is_float32(column.type):
         body, lengths = _float_elements(column)
     elif pa.types.is_int32(column.type):
@@ -63,7 +76,7 @@ def _elements(column: pa.Array) -> pa.BinaryArray:
         nulls = ~column.is_valid().to_numpy(zero_copy_only=False)
         body[nulls, : len(NULL_ELEMENT)] = np.frombuffer(NULL_ELEMENT, np.uint8)
         lengths = np.where(nulls, len(NULL_ELEMENT), lengths)
-    return _ragged(body, lengths)
+    return body, lengths
 
 
 def _float_elements(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -90,10 +103,9 @@ def _int32_elements(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return body, 3 + width
 
 
-def _ragged(body: np.ndarray, lengths: np.ndarray) -> pa.BinaryArray:
-    """Row i's first lengths[i] bytes of `body`, as one Arrow binary array."""
-    keep = np.arange(body.shape[1]) < lengths[:, None]
-    offsets = np.zeros(len(lengths) + 1, np.int32)
+def _binary(data: np.ndarray, lengths: np.ndarray) -> pa.BinaryArray:
+    """Consecutive values of `lengths` bytes each, out of `data`, as one Arrow binary array."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return pa.BinaryArray.from_buffers(pa.binary(), len(lengths),
-                                       [None, pa.py_buffer(offsets), pa.py_buffer(body[keep])])
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(lengths),
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(data)])

@@ -1,0 +1,148 @@
+"""Benchmark: a point-in-time training set through Feast against a bare DuckDB ASOF join of the same data.
+
+    .venv/bin/python bench/bench_training.py --labels 1000000 --users 200000
+
+Writes synthetic snapshots (the real schema; --days daily snapshots of --users users) and --labels label
+rows at random instants over those days. Then, each in its own process so each peak is its own:
+- `feast`: Feast's `get_historical_features` for the service (what `millet training-set` calls), to Arrow;
+- `bare`: DuckDB alone, one ASOF LEFT JOIN per feature view on user_key and time, with the same TTL.
+Prints one JSON line: seconds and peak RSS of each, their ratio, and whether the two frames agree on a
+sample of rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_materialize import _write_snapshots  # noqa: E402
+
+from millet.serving.definitions import SERVICES, SNAPSHOT_TTL  # noqa: E402
+from millet.serving.store import snapshot_timestamp  # noqa: E402
+
+SERVICE = "repayment_ability_v1"
+FIRST_DAY = "2026-07-01"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--labels", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--run", choices=["feast", "bare"])
+    parser.add_argument("--work", type=Path)
+    args = parser.parse_args()
+    if args.run:
+        return _run(args.run, args.work)
+    work = Path(tempfile.mkdtemp(prefix="millet-bench-train-"))
+    try:
+        features = _prepare(work, args)
+        runs = {kind: _in_process(kind, work) for kind in ("bare", "feast")}
+        agree = _agree(work / "bare.parquet", work / "feast.parquet")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"labels": args.labels, "service": SERVICE, "features": features, **runs,
+                      "time_ratio": round(runs["feast"]["s"] / runs["bare"]["s"], 2), "frames_agree": agree}))
+
+
+def _prepare(work: Path, args) -> int:
+    keep = next(s for s in SERVICES if s.name == SERVICE).wants
+    first = snapshot_timestamp(FIRST_DAY) - timedelta(days=1)
+    for d in range(args.days):
+        day = (first + timedelta(days=d)).date().isoformat()
+        features = _write_snapshots(work / "days" / day, args.users, keep, day=day)
+        for path in (work / "days" / day).rglob("*.parquet"):
+            target = work / "snapshots" / path.relative_to(work / "days" / day)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+    keys = pq.read_table(next((work / "snapshots").rglob("*.parquet")), columns=["user_key"]).column(0)
+    rng = np.random.default_rng(3)
+    start = snapshot_timestamp(FIRST_DAY)
+    offsets = rng.integers(0, args.days * 86_400_000_000, args.labels)
+    labels = pa.table({
+        "user_key": keys.take(pa.array(rng.integers(0, len(keys), args.labels))),
+        "event_timestamp": pa.array(
+            np.datetime64(start.replace(tzinfo=None), "us") + offsets.astype("timedelta64[us]"),
+            pa.timestamp("us", "UTC")),
+        "label": pa.array(rng.integers(0, 2, args.labels).astype("int8")),
+    })
+    pq.write_table(labels, work / "labels.parquet")
+    return features
+
+
+def _in_process(kind: str, work: Path) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--run", kind, "--work", str(work)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])[kind]
+
+
+def _run(kind: str, work: Path) -> None:
+    labels = pq.read_table(work / "labels.parquet")
+    started = time.perf_counter()
+    frame = _feast(work, labels) if kind == "feast" else _bare(work, labels)
+    seconds = time.perf_counter() - started
+    pq.write_table(_sample(frame), work / f"{kind}.parquet")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({kind: {"s": round(seconds, 1), "rows": frame.num_rows, "columns": frame.num_columns,
+                             "peak_rss_gb": round(peak, 2)}}))
+
+
+def _feast(work: Path, labels: pa.Table) -> pa.Table:
+    from millet.serving.store import store_over
+
+    keep = next(s for s in SERVICES if s.name == SERVICE).wants
+    store = store_over(work / "snapshots", work / "repo", {"type": "sqlite", "path": str(work / "o.db")},
+                       keep=keep, project="bench_train")
+    job = store.get_historical_features(entity_df=labels.to_pandas(),
+                                        features=store.get_feature_service(SERVICE))
+    return job.to_arrow()
+
+
+def _bare(work: Path, labels: pa.Table) -> pa.Table:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.register("labels", labels)
+    ttl = int(SNAPSHOT_TTL.total_seconds())
+    select, joins = ["l.*"], []
+    for i, family in enumerate(sorted(p.name for p in (work / "snapshots").iterdir())):
+        columns = [c for c in pq.read_schema(next((work / "snapshots" / family).rglob("*.parquet"))).names
+                   if c not in ("user_key", "event_timestamp")]
+        select += [f"case when f{i}.event_timestamp > l.event_timestamp - interval {ttl} second "
+                   f"then f{i}.\"{c}\" end as \"{c}\"" for c in columns]
+        joins.append(f"asof left join read_parquet('{work}/snapshots/{family}/*/*.parquet') f{i} "
+                     f"on l.user_key = f{i}.user_key and l.event_timestamp >= f{i}.event_timestamp")
+    return con.sql(f"select {', '.join(select)} from labels l {' '.join(joins)}").to_arrow_table()
+
+
+def _sample(frame: pa.Table) -> pa.Table:
+    """Rows whose label row order is known on both sides: sorted by key and time, the first 2,000."""
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(frame, [("user_key", "ascending"), ("event_timestamp", "ascending")])
+    return frame.take(order[:2000])
+
+
+def _agree(bare: Path, feast: Path) -> bool:
+    b, f = pq.read_table(bare), pq.read_table(feast)
+    shared = [c for c in b.column_names if c in f.column_names and c not in ("label",)]
+    return all(b[c].cast(pa.float64()).to_pylist() == f[c].cast(pa.float64()).to_pylist() for c in shared
+               if c not in ("user_key", "event_timestamp"))
+
+
+if __name__ == "__main__":
+    main()
