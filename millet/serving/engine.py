@@ -25,11 +25,11 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 
 from millet.serving.online_store import (
-    HEADER,
     PackedOnlineStore,
     entity_key_bytes,
     layout_digest,
     layout_of,
+    record,
 )
 from millet.serving.rowcodec import pack_columns
 from millet.sqltext import ident, literal
@@ -150,4 +150,4 @@ def _entity_keys(column: pa.Array, join_key: str, config) -> list[bytes]:
 def _records(batch: pa.RecordBatch, layout, digest: bytes, stamp: str) -> list[bytes]:
     rows = pack_columns([batch.column(name) for name in layout])
     micros = pc.cast(batch.column(stamp), pa.timestamp("us", "UTC")).cast(pa.int64()).to_pylist()
-    return [HEADER.pack(digest, ts) + row for ts, row in zip(micros, rows.to_pylist(), strict=True)]
+    return [record(digest, ts, row) for ts, row in zip(micros, rows.to_pylist(), strict=True)]

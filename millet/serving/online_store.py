@@ -57,6 +57,12 @@ def _micros(stamp: datetime) -> int:
     return round(stamp.timestamp() * 1_000_000)
 
 
+def decode_record(rec: Record) -> tuple[bytes, datetime, Sequence]:
+    """(layout digest, event timestamp, the row's Values)."""
+    digest, micros = HEADER.unpack_from(rec)
+    return digest, datetime.fromtimestamp(micros / 1_000_000, UTC), unpack_row(rec[HEADER.size:])
+
+
 def entity_key_bytes(key: EntityKeyProto, config: RepoConfig) -> bytes:
     return serialize_entity_key(key, entity_key_serialization_version=config.entity_key_serialization_version)
 
@@ -88,17 +94,20 @@ class PackedOnlineStore(OnlineStore):
         found = self._get(config, table, keys)
         return [self._decode(config, found.get(key), requested_features) for key in keys]
 
+    def read_records(self, config: RepoConfig, table: FeatureView, keys: list[bytes]) -> dict[bytes, Record]:
+        """The records found for these serialized entity keys (for readers that skip the Value dicts)."""
+        return self._get(config, table, keys)
+
+    def positions(self, config: RepoConfig, digest: bytes, requested: tuple[str, ...] | None):
+        """(feature, index in the packed row) for the requested features the layout holds, in order."""
+        return _positions(self._layout(config, digest), requested)
+
     def _decode(self, config: RepoConfig, rec: Record | None, requested: list[str] | None):
         if rec is None:
             return None, None
-        digest, micros = HEADER.unpack_from(rec)
-        values = unpack_row(rec[HEADER.size:])
-        positions = self._positions(config, digest, None if requested is None else tuple(requested))
-        stamp = datetime.fromtimestamp(micros / 1_000_000, UTC)
+        digest, stamp, values = decode_record(rec)
+        positions = self.positions(config, digest, None if requested is None else tuple(requested))
         return stamp, {name: values[i] for name, i in positions}
-
-    def _positions(self, config: RepoConfig, digest: bytes, requested: tuple[str, ...] | None):
-        return _positions(self._layout(config, digest), requested)
 
     def _layout(self, config: RepoConfig, digest: bytes) -> Layout:
         cache = self.__dict__.setdefault("_layouts", {})

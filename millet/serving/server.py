@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 
-from millet.serving.online_store import HEADER, PackedOnlineStore, entity_key_bytes
-from millet.serving.rowcodec import unpack_row
+from millet.serving.online_store import PackedOnlineStore, decode_record, entity_key_bytes
 
 MAX_ENTITIES = 1_000
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
@@ -137,7 +136,7 @@ class OnlineReader:
         return {"metadata": {"feature_names": names}, "results": results}
 
     def _view_results(self, step: ViewPlan, key_bytes: list[bytes]) -> list[dict]:
-        found = self.online._get(self.config, step.view, list(set(key_bytes)))
+        found = self.online.read_records(self.config, step.view, list(set(key_bytes)))
         requested = step.features
         columns = [[None] * len(key_bytes) for _ in requested]
         statuses = [["NOT_FOUND"] * len(key_bytes) for _ in requested]
@@ -146,10 +145,9 @@ class OnlineReader:
             rec = found.get(key)
             if rec is None:
                 continue
-            digest, micros = HEADER.unpack_from(rec)
-            values = unpack_row(rec[HEADER.size:])
-            stamps[row] = _timestamp(micros)
-            positions = dict(self.online._positions(self.config, digest, requested))
+            digest, stamp, values = decode_record(rec)
+            stamps[row] = _timestamp(stamp)
+            positions = dict(self.online.positions(self.config, digest, requested))
             for i, name in enumerate(requested):
                 if name in positions:  # a feature added since this row was written stays NOT_FOUND
                     columns[i][row] = _native(values[positions[name]])
@@ -178,10 +176,10 @@ def _native(value):
     return native
 
 
-def _timestamp(micros: int) -> str:
-    stamp = datetime.fromtimestamp(micros / 1_000_000, UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond
-                                                  else "") + "Z"
+def _timestamp(stamp: datetime) -> str:
+    """As Feast's response has it: RFC 3339 in UTC, fractional seconds only when there are some."""
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond else "") + "Z"
 
 
 def create_app(store):
