@@ -8,7 +8,6 @@ one bulk write. Named in feature_store.yaml as `batch_engine`; `FeatureStore.mat
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -20,21 +19,17 @@ from feast import Entity, FeatureView
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.base import ComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 
 from millet.serving.online_store import (
     PackedOnlineStore,
-    entity_key_bytes,
     layout_digest,
     layout_of,
     record,
+    string_entity_keys,
 )
 from millet.serving.rowcodec import pack_columns
 from millet.sqltext import ident, literal
-
-_LENGTH = struct.Struct("<I")
 
 
 class SnapshotMaterializationEngineConfig(FeastConfigBaseModel):
@@ -79,7 +74,7 @@ class SnapshotMaterializationEngine(ComputeEngine):
         digest, stamp = layout_digest(layout), view.batch_source.timestamp_field
 
         def encoded(batch: pa.RecordBatch) -> tuple[list[bytes], list[bytes]]:
-            keys = _entity_keys(batch.column(join_key), join_key, self.repo_config)
+            keys = string_entity_keys(batch.column(join_key).to_pylist(), join_key, self.repo_config)
             return keys, _records(batch, layout, digest, stamp)
 
         # Two stages in step: the next batch is read and packed while the store writes this one.
@@ -130,21 +125,6 @@ def _day(stamp: datetime) -> str:
 def _utc(stamp: datetime) -> str:
     stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     return stamp.astimezone(UTC).isoformat()
-
-
-def _entity_keys(column: pa.Array, join_key: str, config) -> list[bytes]:
-    """Feast's serialized entity keys for a column of string ids: a fixed prefix, the length, the id.
-    The layout is checked against Feast's own serializer on the batch's first key."""
-    def feast_key(value: str) -> bytes:
-        return entity_key_bytes(
-            EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)]), config)
-
-    prefix = feast_key("")[:-4]  # the empty id's 4-byte length is the last thing serialized
-    values = [v.encode() for v in column.to_pylist()]
-    keys = [prefix + _LENGTH.pack(len(v)) + v for v in values]
-    if keys and keys[0] != feast_key(values[0].decode()):
-        raise RuntimeError("Feast's entity key serialization changed; the engine's fast path needs updating")
-    return keys
 
 
 def _records(batch: pa.RecordBatch, layout, digest: bytes, stamp: str) -> list[bytes]:

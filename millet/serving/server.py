@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from millet.serving.online_store import PackedOnlineStore, decode_record, entity_key_bytes
+from millet.serving.online_store import PackedOnlineStore, decode_record, string_entity_keys
 
 MAX_ENTITIES = 1_000
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
@@ -121,12 +121,7 @@ class OnlineReader:
 
     # ---- plan → response, in Feast's shape ------------------------------------------------------------
     def _response(self, keys: list[str], plan: list[ViewPlan]) -> dict:
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        key_bytes = [entity_key_bytes(EntityKey(join_keys=[self.join_key],
-                                                entity_values=[Value(string_val=k)]), self.config)
-                     for k in keys]
+        key_bytes = string_entity_keys(keys, self.join_key, self.config)
         names = [self.join_key]
         results = [{"values": list(keys), "statuses": ["PRESENT"] * len(keys),
                     "event_timestamps": [NO_TIMESTAMP] * len(keys)}]
