@@ -48,9 +48,27 @@ class Settings(BaseSettings):
     task_retries: int = Field(2, description="Airflow retries per task (0 in tests: fail fast).")
     task_retry_delay_s: int = 300
     airflow_log_level: str = "INFO"
+    airflow_database_url: str | None = Field(
+        None, description="Airflow's metadata database (SQLAlchemy URL), e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/airflow; unset: SQLite under the Airflow home.")
+    airflow_parallelism: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2),
+        description="Task processes the scheduler's LocalExecutor runs at once (one per core).")
+    task_start_timeout_s: int = Field(
+        300, description="A task queued this long without starting is failed (then retried by its retries).")
+    task_heartbeat_timeout_s: int = Field(
+        300, description="A running task silent this long is failed (then retried by its retries).")
+    backfill_timeout_s: int = Field(
+        6 * 3600, description="`millet backfill` gives up, cancels and stops its services after this long.")
+    backfill_stall_s: int = Field(
+        900, description="`millet backfill` gives up when no task of it has changed state for this long.")
 
     dedupe_lookback_days: int = Field(
         7, description="How far back ingestion looks for re-sent events (at-least-once delivery)."
+    )
+    max_event_lateness_days: int = Field(
+        400, description="An event stamped more than this many days before its drop closed is "
+        "quarantined as stale_timestamp (a clock reset to 1900, a replayed archive)."
     )
 
     snapshot_retention_days: int = Field(
