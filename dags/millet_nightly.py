@@ -33,6 +33,7 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
         "depends_on_past": True,
         "retries": _settings.task_retries,
         "retry_delay": pendulum.duration(seconds=_settings.task_retry_delay_s),
+        "execution_timeout": pendulum.duration(seconds=_settings.task_timeout_s),
     },
 )
 def millet_nightly():

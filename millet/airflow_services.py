@@ -2,32 +2,36 @@
 
 `dag.test` runs a single DAG run in-process; a backfill needs the real scheduler. On a deployment
 these services run all the time (docker-compose.yml); on a laptop or in CI `millet backfill` starts
-them here, on free loopback ports and with the embedded metadata DB, and stops them when it is done.
-The scheduler does not create runs from the schedule meanwhile (`use_job_schedule = False`): it
-executes only what it is asked to, so a backfill of March adds no run for today.
+them here, on free loopback ports, and stops them when it is done. They run under a small supervisor
+(`millet.supervise`) that stops all of them, their workers and their task processes when the command
+ends in any way, SIGKILL included. The scheduler does not create runs from the schedule meanwhile
+(`use_job_schedule = False`): it executes only what it is asked to, so a backfill of March adds no run
+for today.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from millet.settings import Settings
+from millet.supervise import STOP_GRACE_S
 
 SERVICES = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{api_port}"],
     "dag-processor": ["dag-processor"],
     "scheduler": ["scheduler"],
 }
-_STOP_GRACE_S = 20
+_START_TIMEOUT_S = 60
 
 
 class ServiceDied(RuntimeError):
@@ -40,17 +44,23 @@ def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
     api_port, log_port = _free_port(), _free_port()
     env = {**os.environ, **settings.millet_environ(), **settings.environ(), **settings.airflow_environ(),
            **_service_config(api_port, log_port)}
+    env |= {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}  # a person's own config wins
     log_dir = settings.airflow_home / "services"
     log_dir.mkdir(parents=True, exist_ok=True)
-    started: dict[str, subprocess.Popen] = {}
-    # The services run in sessions of their own; a SIGTERM to this process must still reach `finally`.
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    spec = {"log_dir": str(log_dir),
+            "services": {name: [airflow, *(a.format(api_port=api_port) for a in args)]
+                         for name, args in SERVICES.items()}}
+    # A SIGTERM to this process must still reach `finally`; a SIGKILL closes the supervisor's pipe.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    supervisor = subprocess.Popen([sys.executable, "-m", "millet.supervise", json.dumps(spec)], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
     try:
-        for name, args in SERVICES.items():
-            started[name] = _start(name, [a.format(api_port=api_port) for a in args], env, log_dir)
-        yield ServiceWatch(started, log_dir)
+        watch = ServiceWatch(supervisor, log_dir)
+        watch.wait_started()
+        yield watch
     finally:
-        _stop(started.values())
+        _stop(supervisor)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -59,14 +69,25 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 class ServiceWatch:
-    def __init__(self, processes: dict[str, subprocess.Popen], log_dir: Path):
-        self.processes, self.log_dir = processes, log_dir
+    def __init__(self, supervisor: subprocess.Popen, log_dir: Path):
+        self.supervisor, self.log_dir = supervisor, log_dir
+        self.process_group = supervisor.pid  # the supervisor leads a session of its own
+
+    def wait_started(self) -> None:
+        readable, _, _ = select.select([self.supervisor.stdout], [], [], _START_TIMEOUT_S)
+        line = self.supervisor.stdout.readline().decode() if readable else ""
+        if not line.startswith("started"):
+            raise ServiceDied(f"the Airflow services did not start within {_START_TIMEOUT_S} s "
+                              f"({line.strip() or 'no answer'}); see {self.log_dir}")
 
     def check(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                log = self.log_dir / f"{name}.log"
-                raise ServiceDied(f"airflow {name} exited ({process.returncode}); see {log}")
+        if self.supervisor.poll() is None:
+            return
+        said = self.supervisor.stdout.read().decode().split()  # e.g. ["exited", "scheduler", "1"]
+        if said[:1] == ["exited"]:
+            raise ServiceDied(f"airflow {said[1]} exited ({said[2]}); see {self.log_dir / said[1]}.log")
+        raise ServiceDied(f"the services' supervisor stopped ({self.supervisor.returncode}); "
+                          f"see {self.log_dir}")
 
 
 def _service_config(api_port: int, log_port: int) -> dict[str, str]:
@@ -80,34 +101,15 @@ def _service_config(api_port: int, log_port: int) -> dict[str, str]:
     }
 
 
-def _start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
-    airflow = Path(sys.executable).with_name("airflow")
-    # A session of its own: stopping the group also stops the workers and task processes it forked.
-    with open(log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy of the handle
-        return subprocess.Popen([str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _stop(processes) -> None:
-    # Every group, even of a service that already exited: its workers may have outlived it.
-    processes = list(processes)
-    for process in processes:
-        _signal_group(process, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_GRACE_S
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(process, signal.SIGKILL)  # also whatever the group forked and left behind
-        process.wait()
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
+def _stop(supervisor: subprocess.Popen) -> None:
+    """Close the supervisor's pipe (it stops everything below it), then wait for it, boundedly."""
+    supervisor.stdin.close()
     try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
+        supervisor.wait(timeout=STOP_GRACE_S + 30)
+    except subprocess.TimeoutExpired:  # it never hangs on its own; make sure nothing of it is left
+        os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+    supervisor.stdout.close()
 
 
 def _free_port() -> int:

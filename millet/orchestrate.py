@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from millet.settings import Settings, get_settings
 
@@ -26,6 +29,7 @@ def load_dag(settings: Settings | None = None):
 
 
 def ensure_metadata_db(settings: Settings) -> None:
+    _refuse_another_airflow_home(settings)
     settings.export_for_airflow()  # before the first `import airflow`: it reads AIRFLOW_HOME at import
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     from airflow.utils import db
@@ -33,14 +37,80 @@ def ensure_metadata_db(settings: Settings) -> None:
     db.initdb()  # creates or upgrades; a no-op when the schema is current
 
 
+def _refuse_another_airflow_home(settings: Settings) -> None:
+    # Airflow reads its configuration once per process; a second data root would silently get the first's.
+    if "airflow.configuration" not in sys.modules:
+        return
+    from airflow.configuration import conf
+
+    current = conf.get("database", "sql_alchemy_conn")
+    if current != settings.airflow_database:
+        raise DagRunFailed(f"this process already uses Airflow with {current}; settings for another "
+                           f"data root ({settings.root}) need a process of their own")
+
+
 def run_dag(day: date | str, settings: Settings | None = None) -> str:
-    """One DAG run for logical date `day`; returns the final state or raises DagRunFailed."""
+    """One DAG run for logical date `day` with these settings; returns "success" or raises DagRunFailed.
+
+    Airflow's output (and dbt's, GX's and Feast's inside the tasks) goes to a log file whose path every
+    failure names, with the day and the failed tasks."""
     settings = settings or get_settings()
-    dag = load_dag(settings)
-    run = dag.test(logical_date=_midnight(day))
+    log = run_log(day, settings)
+    with _output_to(log):
+        dag = load_dag(settings)
+        _refuse_after_an_unfinished_day(day)
+        run = dag.test(logical_date=_midnight(day))
     if run.state != "success":
-        raise DagRunFailed(f"{DAG_ID} for {day} ended {run.state}; see the task logs above")
+        failed = ", ".join(_failed_tasks(run)) or "no task failed; the run itself did not finish"
+        raise DagRunFailed(f"{DAG_ID} for {day} ended {run.state} ({failed}); see {log}")
     return run.state
+
+
+def run_log(day: date | str, settings: Settings) -> Path:
+    return settings.airflow_home / "logs" / "runs" / f"{DAG_ID}_{day}.log"
+
+
+@contextmanager
+def _output_to(log: Path):
+    """Send this process's stdout and stderr (file descriptors: subprocesses' too) to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as out:
+        os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+def _refuse_after_an_unfinished_day(day: date | str) -> None:
+    """Every task waits for its run of the day before (depends_on_past). Airflow's deadlock detection is
+    off for such tasks, so a day after a failed or unfinished one would wait forever: refuse it now."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        previous = session.scalars(
+            select(DagRun).where(DagRun.dag_id == DAG_ID, DagRun.logical_date < _midnight(day))
+            .order_by(DagRun.logical_date.desc()).limit(1)).first()
+        if previous is not None and previous.state != "success":
+            earlier = previous.logical_date.date()
+            raise DagRunFailed(f"{DAG_ID} for {day} cannot start: the run for {earlier} ended "
+                               f"{previous.state}, and each day builds on the one before; re-run "
+                               f"{earlier} first (millet run --date {earlier})")
+
+
+def _failed_tasks(run) -> list[str]:
+    return [f"task {_task_name(ti.task_id, ti.map_index)} failed"
+            for ti in run.get_task_instances() if ti.state == "failed"]
+
+
+def _task_name(task_id: str, map_index: int) -> str:
+    return task_id if map_index < 0 else f"{task_id}[{map_index}]"
 
 
 def _midnight(day: date | str) -> datetime:
@@ -51,19 +121,17 @@ class BackfillFailed(DagRunFailed):
     pass
 
 
-def backfill(
-    start: date | str,
-    end: date | str,
-    settings: Settings | None = None,
-    reprocess: str = "failed",
-    timeout_s: float | None = None,
-) -> dict[str, str]:
+def backfill(start: date | str, end: date | str, settings: Settings | None = None,
+             reprocess: str = "failed") -> dict[str, str]:
     """Airflow's own backfill of the DAG over [start, end], executed by a real scheduler.
 
     One run per day, in date order, one at a time: each day's dedupe and incremental models build
     on the day before. A day whose run already succeeded is not run again unless `reprocess` is
     "completed"; "failed" (the default) re-runs failed days only, so a backfill loads each day once.
     ("none" is refused by Airflow for a DAG whose tasks depend on the past, as this one's do.)
+    It always ends: after a failed day (the days after it cannot run), when no task has changed
+    state for `backfill_stall_s`, or after `backfill_timeout_s`, it cancels the backfill, stops the
+    services and raises BackfillFailed naming the day, the task and its log.
     Returns {day: final run state, or why no run was created}.
     """
     settings = settings or get_settings()
@@ -71,15 +139,92 @@ def backfill(
     from millet.airflow_services import airflow_services
 
     with airflow_services(settings) as services:
-        _wait(_dag_is_parsed, services, "the DAG to be parsed", 300)
+        _wait_for_dag(services, settings)
         with _unpaused():
             backfill_id = _create_backfill(start, end, reprocess)
             try:
-                _wait(lambda: _backfill_is_complete(backfill_id), services, "the backfill", timeout_s)
-            except BaseException:
-                _cancel_backfill(backfill_id)  # else it stays active and blocks every later backfill
-                raise
-    return _backfill_outcome(backfill_id)
+                _watch(backfill_id, services, settings)
+            finally:
+                _end_backfill(backfill_id)  # else it stays active and blocks every later backfill
+    return _backfill_outcome(backfill_id, settings)
+
+
+_POLL_S = 2
+_PARSE_TIMEOUT_S = 300  # a cold start on a busy two-core machine takes about a minute
+
+
+def _wait_for_dag(services, settings: Settings) -> None:
+    import time
+
+    deadline = time.monotonic() + _PARSE_TIMEOUT_S
+    while not _dag_is_parsed():
+        services.check()
+        if time.monotonic() > deadline:
+            raise BackfillFailed(f"the DAG processor did not parse {DAG_ID} within "
+                                 f"{_PARSE_TIMEOUT_S} s; see {services.log_dir}")
+        time.sleep(_POLL_S)
+
+
+def _watch(backfill_id: int, services, settings: Settings) -> None:
+    """Wait for the backfill to complete, a day to fail, a stall or the overall timeout."""
+    import time
+
+    started = last_change = time.monotonic()
+    seen = None
+    while not _backfill_is_complete(backfill_id):
+        services.check()
+        now, progress = time.monotonic(), _progress(backfill_id)
+        if progress != seen:
+            seen, last_change = progress, now
+        if any(state == "failed" for _, state, _ in progress[0]):
+            return  # the days after a failed day wait for it forever (depends_on_past): end here
+        if now - last_change > settings.backfill_stall_s:
+            raise BackfillFailed(f"backfill stalled: no task changed state for "
+                                 f"{settings.backfill_stall_s} s; {_waiting_tasks(progress, settings)}; "
+                                 "cancelled")
+        if now - started > settings.backfill_timeout_s:
+            raise BackfillFailed(f"backfill timed out after {settings.backfill_timeout_s} s; "
+                                 f"{_waiting_tasks(progress, settings)}; cancelled")
+        time.sleep(_POLL_S)
+
+
+def _progress(backfill_id: int) -> tuple[tuple, tuple]:
+    """(runs: (day, state, run_id)…, task instances: (run_id, task, map_index, try, state)…), sorted."""
+    from airflow.models.backfill import BackfillDagRun
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.execute(
+            select(DagRun.logical_date, DagRun.state, DagRun.run_id)
+            .join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
+            .where(BackfillDagRun.backfill_id == backfill_id).order_by(DagRun.logical_date)).all()
+        tis = session.execute(
+            select(TI.run_id, TI.task_id, TI.map_index, TI.try_number, TI.state)
+            .where(TI.dag_id == DAG_ID, TI.run_id.in_([r.run_id for r in runs]))
+            .order_by(TI.run_id, TI.task_id, TI.map_index)).all()
+    return (tuple((str(day.date()), str(state), run_id) for day, state, run_id in runs),
+            tuple(tuple(str(v) for v in ti) for ti in tis))
+
+
+def _waiting_tasks(progress: tuple[tuple, tuple], settings: Settings) -> str:
+    runs, tis = progress
+    day_of = {run_id: day for day, _, run_id in runs}
+    waiting = [f"{day_of[run_id]} task {_task_name(task, int(index))} {state} "
+               f"(log: {task_log(settings, run_id, task, int(index), int(tries))})"
+               for run_id, task, index, tries, state in tis if state in ("queued", "scheduled", "running",
+                                                                         "up_for_retry", "restarting")]
+    return "; ".join(waiting) or f"no task was queued; see {settings.airflow_home / 'services'}"
+
+
+def task_log(settings: Settings, run_id: str, task_id: str, map_index: int, try_number: int) -> Path:
+    """Where Airflow's default log_filename_template puts a task try's log."""
+    folder = settings.airflow_home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+    if map_index >= 0:
+        folder /= f"map_index={map_index}"
+    return folder / f"attempt={max(try_number, 1)}.log"
 
 
 def _create_backfill(start: date | str, end: date | str, reprocess: str) -> int:
@@ -97,25 +242,23 @@ def _create_backfill(start: date | str, end: date | str, reprocess: str) -> int:
     return created.id
 
 
-def _cancel_backfill(backfill_id: int) -> None:
-    """What the REST API's cancel does: pause it, fail its queued runs, mark it complete."""
+def _end_backfill(backfill_id: int) -> None:
+    """What the REST API's cancel does (pause it, fail its queued runs, mark it complete), and fail
+    its runs still running: after a failed day they wait for it forever."""
     from airflow.api_fastapi.core_api.routes.public.backfills import cancel_backfill
+    from airflow.models.backfill import BackfillDagRun
+    from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
-        if not _backfill_is_complete(backfill_id):
-            cancel_backfill(backfill_id, session)
-
-
-def _wait(done, services, what: str, timeout_s: float | None) -> None:
-    import time
-
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not done():
-        services.check()
-        if deadline is not None and time.monotonic() > deadline:
-            raise BackfillFailed(f"gave up on {what} after {timeout_s:.0f} s; see {services.log_dir}")
-        time.sleep(2)
+        if _backfill_is_complete(backfill_id):
+            return
+        cancel_backfill(backfill_id, session)
+        for run in session.scalars(select(DagRun).join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
+                                   .where(BackfillDagRun.backfill_id == backfill_id,
+                                          DagRun.state == "running")):
+            run.set_state("failed")
 
 
 def _dag_is_parsed() -> bool:
@@ -148,17 +291,33 @@ def _backfill_is_complete(backfill_id: int) -> bool:
         return session.get(Backfill, backfill_id).completed_at is not None
 
 
-def _backfill_outcome(backfill_id: int) -> dict[str, str]:
+_NOT_RUN = "not run: an earlier day failed, or the backfill stopped"
+
+
+def _backfill_outcome(backfill_id: int, settings: Settings) -> dict[str, str]:
     from airflow.models.backfill import BackfillDagRun
     from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
         rows = session.execute(
-            select(BackfillDagRun.logical_date, DagRun.state, BackfillDagRun.exception_reason)
+            select(BackfillDagRun.logical_date, DagRun.state, DagRun.run_id, BackfillDagRun.exception_reason)
             .outerjoin(DagRun, DagRun.id == BackfillDagRun.dag_run_id)
             .where(BackfillDagRun.backfill_id == backfill_id)
             .order_by(BackfillDagRun.logical_date)
         ).all()
-    return {str(logical.date()): str(state or reason) for logical, state, reason in rows}
+        failed = session.execute(select(TI.run_id, TI.task_id, TI.map_index, TI.try_number).where(
+            TI.dag_id == DAG_ID, TI.state == "failed", TI.run_id.in_([r.run_id for r in rows]))).all()
+    why = {}
+    for run_id, task, index, tries in failed:
+        why.setdefault(run_id, []).append(
+            f"task {_task_name(task, index)} failed, log: {task_log(settings, run_id, task, index, tries)}")
+    outcome = {}
+    for logical, state, run_id, reason in rows:
+        text = str(state or reason)
+        if state == "failed":
+            text += f" ({'; '.join(why.get(run_id, [_NOT_RUN]))})"
+        outcome[str(logical.date())] = text
+    return outcome

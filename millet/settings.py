@@ -58,6 +58,8 @@ class Settings(BaseSettings):
         300, description="A task queued this long without starting is failed (then retried by its retries).")
     task_heartbeat_timeout_s: int = Field(
         300, description="A running task silent this long is failed (then retried by its retries).")
+    task_timeout_s: int = Field(
+        3 * 3600, description="A task running longer than this is failed (Airflow's execution_timeout).")
     backfill_timeout_s: int = Field(
         6 * 3600, description="`millet backfill` gives up, cancels and stops its services after this long.")
     backfill_stall_s: int = Field(
@@ -188,15 +190,34 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": self.airflow_log_level,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_database,
+            "AIRFLOW__CORE__PARALLELISM": str(self.airflow_parallelism),
+            # A task that cannot start, or stops heartbeating, is failed and retried: never left waiting.
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(self.task_start_timeout_s),
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": str(self._check_interval_s),
+            "AIRFLOW__SCHEDULER__NUM_STUCK_IN_QUEUED_RETRIES": "0",  # the task's own retries decide
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.task_heartbeat_timeout_s),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": str(
+                self._check_interval_s),
         }
+
+    @property
+    def airflow_database(self) -> str:
+        return self.airflow_database_url or f"sqlite:///{self.airflow_home / 'airflow.db'}"
+
+    @property
+    def _check_interval_s(self) -> int:
+        return max(1, min(self.task_start_timeout_s, self.task_heartbeat_timeout_s) // 5)
 
     def export(self) -> None:
         """Put `environ()` into this process's environment, for dbt and Feast."""
         os.environ.update(self.environ())
 
     def export_for_airflow(self) -> None:
+        """Airflow reads its own configuration at first import, and parses the DAG file and runs its
+        tasks with Settings built from MILLET_* variables: export both, so they see these settings."""
         self.export()
+        os.environ.update(self.millet_environ())
         os.environ.update(self.airflow_environ())
 
 

@@ -1,15 +1,23 @@
-"""`millet backfill`: Airflow's own backfill, executed by a real scheduler, loads each day once."""
+"""`millet backfill`: Airflow's own backfill, executed by a real scheduler, loads each day once; it always
+ends, and leaves no process behind, whatever happens to it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,24 +28,84 @@ from millet.simulate.faults import Faults
 from tests.conftest import TEST_KEY
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+MILLET = str(Path(sys.executable).with_name("millet"))
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
 
 
-def _backfill(settings: Settings, start: str, end: str) -> dict[str, str]:
-    """The CLI, as a person runs it, in a process of its own (Airflow reads its config once per process)."""
-    env = {**os.environ, **settings.millet_environ(), "MILLET_AIRFLOW_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([str(Path(sys.executable).with_name("millet")), "backfill", "--start", start,
-                           "--end", end], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return dict(re.findall(r"^(\d{4}-\d{2}-\d{2}): (.+)$", done.stdout, re.MULTILINE))
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL, dropped after the test."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"millet_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True,
+                                connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"NO POSTGRESQL on 127.0.0.1:5432 ({exc}); the backfill e2e test needs one")
+    with admin:
+        admin.execute(f'create database "{name}"')
+        try:
+            yield POSTGRES.format(name)
+        finally:
+            admin.execute(f'drop database "{name}" with (force)')
 
 
-@pytest.mark.e2e
-def test_a_backfill_loads_each_day_once_and_a_second_one_skips_loaded_days(tmp_path):
+def _world(tmp_path: Path, **overrides) -> Settings:
     settings = Settings(data_root=tmp_path / "data", secrets_dir=tmp_path / "secrets",
-                        pseudonym_key=TEST_KEY.decode(), task_retries=0)
+                        pseudonym_key=TEST_KEY.decode(), task_retries=0, **overrides)
     # Late and re-sent events cross day boundaries: each must still be loaded exactly once.
     simulate(settings.landing_dir, users=300, days=len(DAYS), start=date.fromisoformat(DAYS[0]), seed=3,
              faults=Faults(duplicate=0.05, late=0.05, malformed=0.01), truth_dir=settings.truth_dir)
+    return settings
+
+
+@contextmanager
+def _backfill_process(settings: Settings, start: str, end: str, **env) -> Iterator[subprocess.Popen]:
+    """The CLI, as a person runs it, in a process of its own (Airflow reads its config once per process).
+    Its process group is killed afterwards whatever happened; the test then checks nothing is left."""
+    env = {**os.environ, **settings.millet_environ(), "MILLET_AIRFLOW_LOG_LEVEL": "WARNING", **env}
+    process = subprocess.Popen([MILLET, "backfill", "--start", start, "--end", end], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+
+
+def _backfill(settings: Settings, start: str, end: str) -> dict[str, str]:
+    with _backfill_process(settings, start, end) as process:
+        out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, out[-3000:] + err[-3000:]
+    _assert_nothing_left(settings)
+    return dict(re.findall(r"^(\d{4}-\d{2}-\d{2}): (.+)$", out, re.MULTILINE))
+
+
+def _processes_of(settings: Settings) -> list[psutil.Process]:
+    """Every process started for this data root: the services, their workers and their task processes
+    all inherit its MILLET_DATA_ROOT, whatever process group they put themselves in."""
+    mine = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("MILLET_DATA_ROOT") == str(settings.data_root):
+                mine.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return mine
+
+
+def _assert_nothing_left(settings: Settings, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while (left := _processes_of(settings)) and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=1)
+    assert not left, [" ".join(p.cmdline()[:3]) for p in left]
+
+
+@pytest.mark.e2e
+def test_a_backfill_on_postgres_loads_each_day_once_and_a_second_one_skips_loaded_days(
+        tmp_path, postgres_database):
+    settings = _world(tmp_path, airflow_database_url=postgres_database)
 
     assert _backfill(settings, DAYS[0], DAYS[1]) == {DAYS[0]: "success", DAYS[1]: "success"}
     day_two = _outputs_of(settings, DAYS[1])
@@ -46,6 +114,7 @@ def test_a_backfill_loads_each_day_once_and_a_second_one_skips_loaded_days(tmp_p
     assert _outputs_of(settings, DAYS[1]) == day_two  # not loaded again: same bytes, same write times
     runs = sorted(p.name for p in (settings.airflow_home / "logs" / "dag_id=millet_nightly").iterdir())
     assert runs == [f"run_id=backfill__{day}T00:00:00+00:00" for day in DAYS]  # and no run for "today"
+    assert not (settings.airflow_home / "airflow.db").exists()  # the metadata went to PostgreSQL
     for channel in contracts():
         for day in DAYS:
             manifest = settings.manifests_dir / "ingest" / channel / f"dt={day}.json"
@@ -53,6 +122,47 @@ def test_a_backfill_loads_each_day_once_and_a_second_one_skips_loaded_days(tmp_p
         ids = pq.read_table(settings.bronze_dir / channel, columns=["event_id"]).column(0).to_pylist()
         assert len(ids) == len(set(ids)), f"{channel}: an event was loaded on two days"
     assert Path(settings.snapshots_dir).exists() and any(settings.snapshots_dir.rglob("*.parquet"))
+
+
+@pytest.fixture
+def unanswering_api() -> Iterator[str]:
+    """An execution API that accepts connections and never answers: tasks cannot start."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/execution/"
+
+
+@pytest.mark.e2e
+def test_a_backfill_whose_tasks_cannot_start_ends_at_the_stall_limit_naming_day_and_task(
+        tmp_path, unanswering_api):
+    stall_s = 40
+    settings = _world(tmp_path, backfill_stall_s=stall_s)
+    started = time.monotonic()
+    with _backfill_process(settings, DAYS[0], DAYS[1],
+                           AIRFLOW__CORE__EXECUTION_API_SERVER_URL=unanswering_api) as process:
+        out, err = process.communicate(timeout=stall_s + 240)  # start-up, parse, the stall, the stop
+    took = time.monotonic() - started
+
+    assert process.returncode == 1, out + err
+    assert f"no task changed state for {stall_s} s" in err, err
+    assert re.search(rf"{DAYS[0]} task \w+(\[\d+\])? queued \(log: .+attempt=1\.log\)", err), err
+    assert took < stall_s + 180, took
+    _assert_nothing_left(settings)
+    assert not any(settings.bronze_dir.rglob("*.parquet"))  # no task ever ran
+
+
+@pytest.mark.e2e
+def test_killing_the_backfill_command_stops_every_service_it_started(tmp_path):
+    settings = _world(tmp_path)
+    with _backfill_process(settings, DAYS[0], DAYS[0]) as process:
+        deadline = time.monotonic() + 120
+        while not any("scheduler" in " ".join(p.cmdline()) for p in _processes_of(settings)):
+            assert process.poll() is None and time.monotonic() < deadline, "the services never started"
+            psutil.wait_procs([psutil.Process(process.pid)], timeout=0.5)
+        os.kill(process.pid, signal.SIGKILL)  # the command alone: it can run no clean-up of its own
+        process.wait(timeout=10)
+        _assert_nothing_left(settings)
 
 
 def _outputs_of(settings: Settings, day: str) -> dict[str, tuple[bytes, int]]:
