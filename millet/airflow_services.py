@@ -19,6 +19,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +33,7 @@ SERVICES = {
     "dag-processor": ["dag-processor"],
     "scheduler": ["scheduler"],
 }
-_START_TIMEOUT_S = 60
+_START_TIMEOUT_S = 300  # a cold start on a busy two-core machine takes a minute or more
 
 
 class ServiceDied(RuntimeError):
@@ -58,6 +60,8 @@ def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
     try:
         watch = ServiceWatch(supervisor, log_dir)
         watch.wait_started()
+        # Tasks call the execution API as they start; one queued before it answers fails at once.
+        watch.wait_answering(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] + "health")
         yield watch
     finally:
         _stop(supervisor)
@@ -80,6 +84,15 @@ class ServiceWatch:
             raise ServiceDied(f"the Airflow services did not start within {_START_TIMEOUT_S} s "
                               f"({line.strip() or 'no answer'}); see {self.log_dir}")
 
+    def wait_answering(self, url: str) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not _answers(url):
+            self.check()
+            if time.monotonic() > deadline:
+                raise ServiceDied(f"the Airflow API server did not answer {url} within {_START_TIMEOUT_S} s; "
+                                  f"see {self.log_dir / 'api-server.log'}")
+            time.sleep(0.5)
+
     def check(self) -> None:
         if self.supervisor.poll() is None:
             return
@@ -88,6 +101,14 @@ class ServiceWatch:
             raise ServiceDied(f"airflow {said[1]} exited ({said[2]}); see {self.log_dir / said[1]}.log")
         raise ServiceDied(f"the services' supervisor stopped ({self.supervisor.returncode}); "
                           f"see {self.log_dir}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
 
 
 def _service_config(api_port: int, log_port: int) -> dict[str, str]:

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     airflow_log_level: str = "INFO"
     airflow_database_url: str | None = Field(
         None, description="Airflow's metadata database (SQLAlchemy URL), e.g. "
-        "postgresql+psycopg://postgres@127.0.0.1:5432/airflow; unset: SQLite under the Airflow home.")
+        "postgresql+psycopg://postgres@127.0.0.1:5432/airflow (psycopg 3, installed); unset: SQLite "
+        "under the Airflow home.")
     airflow_parallelism: int = Field(
         default_factory=lambda: max(2, os.cpu_count() or 2),
         description="Task processes the scheduler's LocalExecutor runs at once (one per core).")
@@ -199,11 +200,19 @@ class Settings(BaseSettings):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.task_heartbeat_timeout_s),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": str(
                 self._check_interval_s),
+            **self._airflow_async_database(),
         }
 
     @property
     def airflow_database(self) -> str:
         return self.airflow_database_url or f"sqlite:///{self.airflow_home / 'airflow.db'}"
+
+    def _airflow_async_database(self) -> dict[str, str]:
+        # Airflow also opens an async engine and would guess asyncpg for PostgreSQL; psycopg 3 does both.
+        scheme, _, rest = self.airflow_database.partition("://")
+        if scheme != "postgresql+psycopg":
+            return {}
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{rest}"}
 
     @property
     def _check_interval_s(self) -> int:
