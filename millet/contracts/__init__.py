@@ -1,7 +1,7 @@
 """Data contracts: one pyarrow schema per landing channel, the single source of truth for raw fields.
 
-Each field carries its rules in pyarrow field metadata (enum values, range, role), so
-ingestion, the simulator and the docs all read the same declaration.
+Each field carries its rules in pyarrow field metadata (enum values, range, maximum length, an
+identifier's format, role), so ingestion, the simulator and the docs all read the same declaration.
 """
 
 from millet.contracts.base import (

@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from millet.contracts.base import Contract, field
+from millet.contracts.base import Contract, account_id_field, event_id_field, field
 
 CONTRACT = Contract(
     channel="bank_repayments",
@@ -10,11 +10,11 @@ CONTRACT = Contract(
     description="Repayments as the bank partner recorded them, arriving with a lag of up to a few days.",
     schema=pa.schema(
         [
-            field("event_id", pa.string(), role="event_id", doc="The bank's own record id."),
+            event_id_field("The bank's own record id."),
             field(
                 "event_ts", pa.timestamp("us", tz="UTC"), role="event_time", doc="When the bank booked it."
             ),
-            field("account_id", pa.string(), role="account", doc="Ecosystem account id (raw)."),
+            account_id_field(),
             field("loan_id", pa.string(), doc="The lender's loan id."),
             field("instalment_no", pa.int32(), minimum=1, maximum=36, doc="Which instalment."),
             field(

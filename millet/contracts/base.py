@@ -10,6 +10,10 @@ from typing import Literal
 import pyarrow as pa
 
 Role = Literal["event_id", "event_time", "account", "identifier", "attribute"]
+IDENTIFIER_ROLES = ("event_id", "account", "identifier")  # each states a format and a maximum length
+
+# Longer than any real value of a free-text or code field: a megabyte "name" is a fault, not data.
+DEFAULT_MAX_LENGTH = 256
 
 _RULE_KEY = b"millet"
 
@@ -22,6 +26,8 @@ class FieldRule:
     enum: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    max_length: int | None = None  # characters, for strings
+    pattern: str | None = None  # a regular expression the whole value matches, for identifiers
     doc: str = ""
 
 
@@ -34,9 +40,21 @@ def field(
     enum: tuple[str, ...] | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    max_length: int | None = None,
+    pattern: str | None = None,
     doc: str = "",
 ) -> pa.Field:
-    rule = {"role": role, "enum": enum, "minimum": minimum, "maximum": maximum, "doc": doc}
+    """A contract field and its rule; every string gets a maximum length (DEFAULT_MAX_LENGTH unless
+    given), and every identifier must state its format and maximum length."""
+    is_string = pa.types.is_string(type_)
+    if role in IDENTIFIER_ROLES and (pattern is None or max_length is None):
+        raise ValueError(f"identifier field {name!r} needs a pattern= and a max_length=")
+    if not is_string and (pattern is not None or max_length is not None):
+        raise ValueError(f"field {name!r}: pattern= and max_length= apply to strings only")
+    if is_string and max_length is None:
+        max_length = DEFAULT_MAX_LENGTH
+    rule = {"role": role, "enum": enum, "minimum": minimum, "maximum": maximum, "max_length": max_length,
+            "pattern": pattern, "doc": doc}
     return pa.field(name, type_, nullable=nullable, metadata={_RULE_KEY: json.dumps(rule).encode()})
 
 
@@ -92,18 +110,33 @@ def bronze_schema(contract: Contract) -> pa.Schema:
     return pa.schema([pa.field("user_key", pa.string(), nullable=False), *kept])
 
 
+def event_id_field(doc: str) -> pa.Field:
+    """The upstream system's key for an event: opaque to us, so only its alphabet and length are held
+    to (a token: no spaces, quotes or control characters)."""
+    return field("event_id", pa.string(), role="event_id", pattern="[A-Za-z0-9][A-Za-z0-9._:-]*",
+                 max_length=64, doc=doc)
+
+
+def account_id_field() -> pa.Field:
+    """The ecosystem's account id, as it issues them: 'A' and a zero-padded number (A000000042)."""
+    return field("account_id", pa.string(), role="account", pattern="A[0-9]{9,15}", max_length=16,
+                 doc="Ecosystem account id (raw).")
+
+
 def event_fields(prefix: str, *, phone: bool = False) -> list[pa.Field]:
     """The fields every landing event carries: its id, its time and the raw identifiers."""
     fields = [
-        field("event_id", pa.string(), role="event_id", doc=f"Unique per event; '{prefix}-' prefixed."),
+        event_id_field(f"Unique per event; '{prefix}-' prefixed."),
         field("event_ts", pa.timestamp("us", tz="UTC"), role="event_time", doc="When it happened (UTC)."),
-        field("account_id", pa.string(), role="account", doc="Ecosystem account id (raw)."),
-        field("device_id", pa.string(), nullable=True, role="identifier", doc="IMEI-like device id (raw)."),
+        account_id_field(),
+        # IMEI: 15 digits (16 for IMEISV).
+        field("device_id", pa.string(), nullable=True, role="identifier", pattern="[0-9]{14,16}",
+              max_length=16, doc="IMEI-like device id (raw)."),
     ]
     if phone:
-        fields.append(
-            field("phone", pa.string(), nullable=True, role="identifier", doc="Phone number (raw).")
-        )
+        # E.164: '+', a country code not starting with 0, at most 15 digits in all.
+        fields.append(field("phone", pa.string(), nullable=True, role="identifier",
+                            pattern="[+][1-9][0-9]{6,14}", max_length=16, doc="Phone number (raw)."))
     return fields
 
 

@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from millet.contracts.base import Contract, field
+from millet.contracts.base import Contract, account_id_field, event_id_field, field
 
 CONTRACT = Contract(
     channel="consent",
@@ -11,9 +11,9 @@ CONTRACT = Contract(
     description="Consent records: the latest one as of a day decides whether behaviour events are used.",
     schema=pa.schema(
         [
-            field("event_id", pa.string(), role="event_id", doc="Unique per record."),
+            event_id_field("Unique per record."),
             field("event_ts", pa.timestamp("us", tz="UTC"), role="event_time", doc="When it was chosen."),
-            field("account_id", pa.string(), role="account", doc="Ecosystem account id (raw)."),
+            account_id_field(),
             field("consent_given", pa.bool_(), doc="True: behaviour data may be used for credit."),
             field("source", pa.string(), enum=("onboarding", "settings"), doc="Where the choice was made."),
         ]

@@ -94,7 +94,8 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
     """Every line of every readable file into table `checked`: typed values, or a reason and the line."""
     closes_at = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), tzinfo=UTC)
     keep = [contract.account, *(name for name in bronze_schema(contract).names if name != "user_key")]
-    sql = checked_lines_sql(contract, closes_at, keep)
+    sql = checked_lines_sql(contract, closes_at, keep,
+                            max_lateness=timedelta(days=settings.max_event_lateness_days))
     con.register("lines", LINES_SCHEMA.empty_table())
     con.execute(f"create table checked as {sql}")  # the query's own column types, no rows yet
     for path in drop_files(settings.landing_dir, contract.channel, day):

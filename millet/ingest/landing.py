@@ -1,7 +1,8 @@
 """Read a landing drop file into an Arrow table of lines, without making a Python string per line.
 
-A file that cannot be read as a whole (empty, truncated gzip, not UTF-8) raises UnreadableFile: it
-is quarantined as a file with that reason, and the day's other files still load.
+A file that cannot be split into lines (not gzip or cut short, empty) raises UnreadableFile: it is
+quarantined as a file with that reason, and the day's other files still load. A line that is not
+UTF-8 is only marked (`bad_encoding`): validation quarantines that line alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 
 LINES_SCHEMA = pa.schema(
     [("source_file", pa.dictionary(pa.int32(), pa.string())), ("line_no", pa.int64()),
-     ("line", pa.large_string())]
+     ("line", pa.large_string()), ("bad_encoding", pa.bool_())]
 )
 
 
@@ -31,19 +32,26 @@ def drop_files(landing_dir: Path, channel: str, day: str) -> list[Path]:
 
 
 def read_lines(path: Path) -> pa.Table:
-    """The file's non-empty lines (each with its newline) and their 1-based line numbers in the file."""
-    lines = _split_lines(_decompress(path))
-    try:
-        lines.validate(full=True)  # checks UTF-8
-    except pa.ArrowInvalid:
-        raise UnreadableFile("bad_encoding") from None
-    numbers = np.arange(1, len(lines) + 1, dtype=np.int64)
-    source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(lines), np.int32)), pa.array([path.name]))
-    table = pa.table([source, numbers, lines], schema=LINES_SCHEMA)
+    """The file's non-empty lines (each with its newline), their 1-based line numbers in the file, and
+    whether each was not UTF-8. Such a line is kept as a string with each invalid byte sequence replaced
+    by U+FFFD (Python's errors="replace"), so that quarantine can store and show it."""
+    lines, bad_encoding = _utf8_lines(_decompress(path))
+    table = lines_table(path.name, lines, bad_encoding)
     # A blank line (whitespace only, CRLF's included) is no record; every other line is one, loaded or
     # quarantined, never dropped.
     blank = pc.utf8_is_space(lines)
     return table.filter(pc.invert(blank)) if pc.any(blank).as_py() else table
+
+
+def lines_table(
+    source_file: str, lines: pa.LargeStringArray, bad_encoding: pa.BooleanArray | None = None
+) -> pa.Table:
+    """`lines` numbered from 1 as a LINES_SCHEMA table; `bad_encoding` None: every line was UTF-8."""
+    n = len(lines)
+    source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([source_file]))
+    if bad_encoding is None:
+        bad_encoding = pa.array(np.zeros(n, bool))
+    return pa.table([source, np.arange(1, n + 1, dtype=np.int64), lines, bad_encoding], schema=LINES_SCHEMA)
 
 
 def _decompress(path: Path) -> bytes:
@@ -56,8 +64,26 @@ def _decompress(path: Path) -> bytes:
     return text
 
 
+def _utf8_lines(text: bytes) -> tuple[pa.LargeStringArray, pa.BooleanArray | None]:
+    """The lines, and which of them were not UTF-8 (None when all were: then it costs one check)."""
+    lines = _split_lines(text)
+    try:
+        lines.validate(full=True)  # checks UTF-8 of the whole buffer at once
+        return lines, None
+    except pa.ArrowInvalid:
+        pass
+    # Rare: repair the whole buffer in one call, then the lines that changed are those that were not
+    # UTF-8 (valid bytes decode to themselves, and a newline is never part of an invalid sequence, so
+    # the repaired buffer has the same lines). Vectorised even when every line is bad.
+    repaired = _split_lines(text.decode("utf-8", errors="replace").encode())
+    changed = pc.not_equal(lines.view(pa.large_binary()), repaired.view(pa.large_binary()))
+    return repaired, changed
+
+
 def _split_lines(text: bytes) -> pa.LargeStringArray:
-    """One string per line, viewing `text` in place (each keeps its newline: JSON ignores it)."""
+    """One string per line, viewing `text` in place (each keeps its newline: JSON ignores it).
+
+    Not checked for UTF-8 here: the caller does."""
     # bytes.split then len() is several times faster here than a numpy scan for newlines.
     lengths = np.fromiter(map(len, text.split(b"\n")), np.int64)
     lengths[:-1] += 1  # each line but the last ends in its newline

@@ -2,7 +2,8 @@
 
 Each line gets either typed values or the first reason it was refused, in contract field order,
 from a fixed vocabulary so that quarantine can be counted and alerted on. Every JSON line is parsed
-once (`from_json` into a struct of JSON values); the checks are plain SQL over that struct.
+once (`from_json` into a struct of JSON values); the checks are plain SQL over that struct. A line
+that was not UTF-8 (marked so by `landing.read_lines`) is refused before anything else.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from millet.contracts.base import Contract, FieldRule
+from millet.contracts.base import IDENTIFIER_ROLES, Contract, FieldRule
 from millet.sqltext import ident, literal
 
-REASONS = ("malformed_json", "not_an_object", "missing_field", "bad_type", "unknown_enum", "out_of_range",
-           "future_timestamp")
+REASONS = ("bad_encoding", "malformed_json", "not_an_object", "missing_field", "bad_type", "too_long",
+           "bad_identifier", "unknown_enum", "out_of_range", "future_timestamp", "stale_timestamp")
 
 # Clocks on phones drift; an event a few minutes "ahead" of the drop is not a fault.
 FUTURE_TOLERANCE = timedelta(minutes=10)
@@ -37,17 +38,21 @@ class _Check:
         assert self.reason in REASONS, self.reason
 
 
-def checked_lines_sql(contract: Contract, closes_at: datetime, keep: list[str]) -> str:
-    """SELECT over relation `lines(source_file, line_no, line)`: reason and detail (NULL when the line
-    is good), the raw line when it is not, the distinct unknown fields of a good line, and the typed
-    values of the fields in `keep`."""
+def checked_lines_sql(contract: Contract, closes_at: datetime, keep: list[str], *,
+                      max_lateness: timedelta) -> str:
+    """SELECT over relation `lines` (landing.LINES_SCHEMA): reason and detail (NULL when the line is
+    good), the raw line when it is not, the distinct unknown fields of a good line, and the typed
+    values of the fields in `keep`. An event stamped more than `max_lateness` before `closes_at` is
+    stale; one after it (give or take FUTURE_TOLERANCE) is from the future."""
     struct = json.dumps({f.name: "JSON" for f in contract.schema})
     checks = [
+        _Check("bad_encoding", "bad_encoding", literal("not UTF-8: raw_line shows each invalid byte "
+                                                       "sequence as U+FFFD")),
         _Check("not is_json", "malformed_json", "'not valid JSON'"),
         _Check("not is_object", "not_an_object", "json_type(line)"),
     ]
     for f in contract.schema:
-        checks += _field_checks(f, contract.rules[f.name], closes_at)
+        checks += _field_checks(f, contract.rules[f.name], closes_at, max_lateness)
     verdict = " ".join(f"when {c.condition} then {{'reason': '{c.reason}', 'detail': {c.detail}}}"
                        for c in checks)
     known = ", ".join(literal(name) for name in contract.schema.names)
@@ -58,7 +63,7 @@ def checked_lines_sql(contract: Contract, closes_at: datetime, keep: list[str]) 
                    for name in keep)
     return f"""
 with parsed as (
-    select source_file, line_no, line, json_valid(line) as is_json,
+    select source_file, line_no, line, bad_encoding, json_valid(line) as is_json,
         -- CASE, not AND: DuckDB evaluates both sides of AND, and json_type raises on broken JSON.
         coalesce(case when is_json then json_type(line) = 'OBJECT' end, false) as is_object,
         case when is_object then from_json(line, {literal(struct)}) end as r
@@ -79,23 +84,27 @@ from judged
 """
 
 
-def check_lines(lines: list[str], contract: Contract, closes_at: datetime) -> list[tuple[str, str] | None]:
-    """(reason, detail) for each line, None when it is good: ingestion's own check, for small inputs."""
+def check_lines(lines: list[str], contract: Contract, closes_at: datetime,
+                max_lateness: timedelta | None = None) -> list[tuple[str, str] | None]:
+    """(reason, detail) for each line, None when it is good: ingestion's own check, for small inputs.
+
+    `max_lateness` defaults to the one Settings declares (not read from the environment)."""
     import duckdb
 
-    from millet.ingest.landing import LINES_SCHEMA
+    from millet.ingest.landing import lines_table
+    from millet.settings import Settings
 
-    table = pa.table([pa.array(["-"] * len(lines)).dictionary_encode().cast(LINES_SCHEMA.field(0).type),
-                      pa.array(range(1, len(lines) + 1), pa.int64()), pa.array(lines, pa.large_string())],
-                     schema=LINES_SCHEMA)
-    checked = checked_lines_sql(contract, closes_at, keep=[])
+    if max_lateness is None:
+        max_lateness = timedelta(days=Settings.model_fields["max_event_lateness_days"].default)
+    table = lines_table("-", pa.array(lines, pa.large_string()))
+    checked = checked_lines_sql(contract, closes_at, keep=[], max_lateness=max_lateness)
     with duckdb.connect() as con:
         con.register("lines", table)
         rows = con.sql(f"select reason, detail from ({checked}) order by line_no").fetchall()
     return [None if reason is None else (reason, detail) for reason, detail in rows]
 
 
-def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime) -> list[_Check]:
+def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime, max_lateness: timedelta) -> list[_Check]:
     kind, value = ident("t:" + f.name), ident("v:" + f.name)
     raw = f"r.{ident(f.name)}::varchar"
     checks = []
@@ -104,6 +113,7 @@ def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime) -> list[_Ch
     checks.append(_Check(f"{kind} <> 'NULL' and not ({_type_ok(f)})", "bad_type",
                          f"{literal(f.name + '=')} || {raw} || {literal(f' is not {f.type}')}"))
     said = f"{literal(f.name + '=')} || {raw}"
+    checks += _string_checks(f, rule, said)
     if rule.enum is not None:
         options = ", ".join(literal(v) for v in rule.enum)
         checks.append(_Check(f"{value} not in ({options})", "unknown_enum",
@@ -118,9 +128,28 @@ def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime) -> list[_Ch
     if rule.maximum is not None:
         checks.append(_Check(f"{value} > {rule.maximum}", "out_of_range", f"{said} || ' > {rule.maximum}'"))
     if rule.role == "event_time":
-        limit = (closes_at + FUTURE_TOLERANCE).isoformat()
-        checks.append(_Check(f"{value} > timestamptz {literal(limit)}", "future_timestamp",
+        latest, oldest = closes_at + FUTURE_TOLERANCE, closes_at - max_lateness
+        checks.append(_Check(f"{value} > timestamptz {literal(latest.isoformat())}", "future_timestamp",
                              f"{said} || ' after the drop closed'"))
+        stale = f" more than {max_lateness.days} days before the drop closed"
+        checks.append(_Check(f"{value} < timestamptz {literal(oldest.isoformat())}", "stale_timestamp",
+                             f"{said} || {literal(stale)}"))
+    return checks
+
+
+def _string_checks(f: pa.Field, rule: FieldRule, said: str) -> list[_Check]:
+    """Length first, so that a huge value is refused without a regex over it or a copy in `detail`."""
+    value = ident("v:" + f.name)
+    is_identifier = rule.role in IDENTIFIER_ROLES
+    checks = []
+    if rule.max_length is not None:
+        checks.append(_Check(f"length({value}) > {rule.max_length}",
+                             "bad_identifier" if is_identifier else "too_long",
+                             f"{literal(f.name + ' has ')} || length({value}) || "
+                             f"{literal(f' characters, more than {rule.max_length}')}"))
+    if rule.pattern is not None:
+        checks.append(_Check(f"not regexp_full_match({value}, {literal(rule.pattern)})", "bad_identifier",
+                             f"{said} || {literal(' does not match ' + rule.pattern)}"))
     return checks
 
 

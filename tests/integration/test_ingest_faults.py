@@ -32,7 +32,7 @@ def test_ingestion_accounts_for_every_injected_fault(tmp_path):
              truth_dir=settings.truth_dir)
     order = sorted(contracts().values(), key=lambda c: not c.is_consent_feed)  # consent first
     lost_files = Counter()
-    checked = 0
+    checked = late_delivered = 0
     for offset in range(DAYS):
         day = START + timedelta(days=offset)
         injected = json.loads((settings.truth_dir / "faults" / f"dt={day}.json").read_text())
@@ -44,6 +44,9 @@ def test_ingestion_accounts_for_every_injected_fault(tmp_path):
             assert whole_files["truncated_or_corrupt_gzip"] == log["files_truncated"], (contract.channel, day)
             assert whole_files["empty_file"] == log["files_empty"], (contract.channel, day)
             lost_files += whole_files
+            late_delivered += log["delivered_late_today"]
+            # Nothing else is refused: not a clean line, nor an event delivered days late (stale is far).
+            assert set(m["reasons"]) <= set(REASON.values()), (contract.channel, day, m["reasons"])
             if log["files_truncated"]:
                 continue  # a lost part file takes its share of every fault with it
             checked += 1
@@ -52,7 +55,7 @@ def test_ingestion_accounts_for_every_injected_fault(tmp_path):
             assert m["duplicates"] == log["duplicate"], (contract.channel, day)
             assert bool(m["unknown_fields"]) == (log["schema_drift"] > 0), (contract.channel, day)
     exercised = lost_files["truncated_or_corrupt_gzip"] and lost_files["empty_file"] and checked >= 10
-    assert exercised, (lost_files, checked)
+    assert exercised and late_delivered, (lost_files, checked, late_delivered)
 
 
 def test_a_late_event_lands_in_its_arrival_partition_with_its_own_timestamp(tmp_path):

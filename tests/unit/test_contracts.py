@@ -1,7 +1,8 @@
 import pyarrow as pa
+import pytest
 
-from millet.contracts import bronze_schema, contract_for, contracts
-from millet.contracts.base import rule_of
+from millet.contracts import bronze_schema, contract_for, contracts, field
+from millet.contracts.base import IDENTIFIER_ROLES, rule_of
 
 
 def test_every_contract_names_its_key_fields():
@@ -24,6 +25,18 @@ def test_field_rules_survive_the_schema_metadata():
     assert status.type == pa.string() and not status.nullable
 
 
+def test_every_string_has_a_maximum_length_and_every_identifier_a_format():
+    for contract in contracts().values():
+        for f in contract.schema:
+            rule = contract.rules[f.name]
+            assert (rule.max_length is not None) == pa.types.is_string(f.type), (contract.channel, f.name)
+            assert (rule.pattern is not None) == (rule.role in IDENTIFIER_ROLES), (contract.channel, f.name)
+    assert rule_of(field("note", pa.string())).max_length == 256  # the default
+    assert rule_of(field("note", pa.string(), max_length=10)).max_length == 10
+    with pytest.raises(ValueError, match="pattern"):
+        field("loyalty_id", pa.string(), role="identifier")
+
+
 def test_unknown_channel_names_the_known_ones():
     try:
         contract_for("telepathy")
@@ -41,6 +54,9 @@ def test_committed_contract_docs_are_generated_from_the_contracts():
     assert committed == contracts_markdown(), "regenerate: .venv/bin/millet contracts > docs/contracts.md"
     for contract in contracts().values():
         assert all(f"`{name}`" in committed for name in contract.schema.names)
+        patterns = [rule.pattern for rule in contract.rules.values() if rule.pattern]
+        assert all(f"format `{pattern}`" in committed for pattern in patterns)
+    assert "`MILLET_MAX_EVENT_LATENESS_DAYS`, default 400" in committed
 
 
 def test_committed_dbt_sources_are_generated_from_the_contracts():

@@ -1,5 +1,6 @@
 import gzip
 import json
+from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -95,6 +96,53 @@ def test_an_unreadable_file_is_quarantined_whole_and_the_others_still_load(setti
     assert kept.read_bytes() == broken.read_bytes()
 
 
+def test_bad_lines_are_quarantined_alone_and_every_other_line_of_their_file_loads(settings):
+    good = [order_line(event_id=f"g{i}", account_id=f"A00000004{2 + i % 2}").encode() for i in range(20)]
+    bad = {  # each bad line, and the reason it must get
+        order_line(event_id="b1").encode().replace(b'"O1"', b'"caf\xe9 O\xff1"'): "bad_encoding",
+        order_line(event_id="b2", event_ts="1900-01-01T00:00:00Z").encode(): "stale_timestamp",
+        order_line(event_id="b3", account_id="A" + "0" * 100_000).encode(): "bad_identifier",
+        order_line(event_id="b4", order_id="O" * 10_000).encode(): "too_long",
+    }
+    lines = []  # five good lines, then a bad one, and so on
+    for i, line in enumerate(bad):
+        lines += [*good[5 * i: 5 * i + 5], line]
+    folder = settings.landing_dir / "commerce" / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    (folder / "part-0000.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    # Beside it, what cannot be split into lines is still quarantined whole.
+    truncated = gzip.compress(b"\n".join(good) + b"\n")
+    (folder / "part-0001.jsonl.gz").write_bytes(truncated[: len(truncated) // 2])
+    (folder / "part-0002.jsonl.gz").write_bytes(gzip.compress(b""))
+
+    manifest = ingest_channel_day("commerce", DAY, settings)
+
+    expected = [(number, bad[line], line.decode("utf-8", errors="replace"))
+                for number, line in enumerate(lines, start=1) if line in bad]
+    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
+    assert [(q["line_no"], q["reason"], q["raw_line"]) for q in quarantine] == expected
+    assert {q["source_file"] for q in quarantine} == {"part-0000.jsonl.gz"}
+    assert all(q["detail"] for q in quarantine)
+    bronze = pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}").column("event_id").to_pylist()
+    assert sorted(bronze) == sorted(json.loads(line)["event_id"] for line in good)
+    assert manifest["files_quarantined"] == {"part-0001.jsonl.gz": "truncated_or_corrupt_gzip",
+                                             "part-0002.jsonl.gz": "empty_file"}
+    assert (manifest["lines_in"], manifest["rows_out"], manifest["quarantined"]) == (24, 20, 4)
+    assert manifest["reasons"] == dict.fromkeys(bad.values(), 1)
+    assert manifest["balanced"]
+
+
+def test_the_lateness_limit_is_the_settings_one(tmp_path):
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(),
+                        max_event_lateness_days=2)
+    land_consent(settings, {"A000000042": True})
+    # The drop of DAY closes at midnight after it: two days before that is the oldest allowed.
+    _land(settings, [order_line(event_id="e1", event_ts="2026-01-31T00:00:00Z"),
+                     order_line(event_id="e2", event_ts="2026-01-30T23:59:59Z")])
+    manifest = ingest_channel_day("commerce", DAY, settings)
+    assert (manifest["rows_out"], manifest["reasons"]) == (1, {"stale_timestamp": 1})
+
+
 def test_an_event_re_sent_days_later_is_removed_as_a_duplicate(settings):
     later = "2026-02-04"
     _land(settings, [order_line(event_id="e1"), order_line(event_id="e2")])
@@ -131,9 +179,11 @@ def test_behaviour_needs_the_consent_feed_first(tmp_path):
         ingest_channel_day("commerce", DAY, settings)
 
 
-def test_edge_cases_of_the_generated_checks():
-    from datetime import UTC, datetime
+def _stamp(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+def test_edge_cases_of_the_generated_checks():
     from millet.contracts import contract_for
     from millet.ingest.validate import check_lines
 
@@ -152,6 +202,24 @@ def test_edge_cases_of_the_generated_checks():
         order_line(event_ts="2026-02-02T00:09:00Z"): None,  # clock drift within tolerance
         "   ": "malformed_json",
         '"just a string"': "not_an_object",
+        # Plausibility: 400 days (the default lateness) before the close is the oldest allowed.
+        order_line(event_ts="1900-01-01T00:00:00Z"): "stale_timestamp",
+        order_line(event_ts=_stamp(closes - timedelta(days=400))): None,
+        order_line(event_ts=_stamp(closes - timedelta(days=400, seconds=1))): "stale_timestamp",
+        order_line(account_id="A" + "0" * 100_000): "bad_identifier",
+        order_line(account_id="A42"): "bad_identifier",
+        order_line(account_id=" A000000042"): "bad_identifier",  # the whole value must match
+        order_line(device_id="86-123456789012"): "bad_identifier",
+        order_line(phone="13800000000"): "bad_identifier",  # no country code
+        order_line(event_id="e 1"): "bad_identifier",
+        order_line(event_id="e" * 65): "bad_identifier",
+        order_line(event_id="e" * 64): None,
+        order_line(order_id="O" * 257): "too_long",
+        order_line(order_id="é" * 256): None,  # characters, not bytes
+        order_line(payment_type="x" * 300): "too_long",  # length before the enum
+        # The first failing check in field order wins: event_ts, then account_id, then order_id.
+        order_line(event_ts="1900-01-01T00:00:00Z", account_id="A42", order_id="O" * 300): "stale_timestamp",
+        order_line(account_id="A42", order_id="O" * 300): "bad_identifier",
     }
     got = check_lines(list(cases), contract_for("commerce"), closes)
     assert [g and g[0] for g in got] == list(cases.values())
