@@ -1,0 +1,205 @@
+{#- dbt-duckdb 1.11.1's `external` materialization, copied unchanged but for one thing: an empty result
+    is written as a zero-row Parquet file with the model's columns. Upstream writes one row of NULLs
+    (a workaround for empty writes to S3, and for CSV/JSON, which need a row to carry a schema) and
+    hides it behind the view; but the snapshot FILES are what Feast and the quality gate read, so a
+    family with no activity as of a day (credit before the first loan) published a user with a NULL
+    key. The NULL row is kept where upstream needs it: CSV, JSON and partitioned Parquet.
+    dbt-duckdb#848 / #849 propose the same change: drop this file once the adapter writes empty
+    Parquet itself. A project materialization overrides the adapter's of the same name. -#}
+
+{% materialization external, adapter="duckdb", supported_languages=['sql', 'python'] %}
+
+  {%- set location = render(config.get('location', default=external_location(this, config))) -%})
+  {%- set rendered_options = render_write_options(config) -%}
+  {%- set write_options = adapter.external_write_options(location, rendered_options) -%}
+
+  {%- set format = config.get('format') -%}
+  {%- set allowed_formats = ['csv', 'parquet', 'json'] -%}
+  {%- if format -%}
+      {%- if format not in allowed_formats -%}
+          {{ exceptions.raise_compiler_error("Invalid format: " ~ format ~ ". Allowed formats are: " ~ allowed_formats | join(', ')) }}
+      {%- endif -%}
+  {%- else -%}
+    {#- read the files back in the format that external_write_options picked for the write -#}
+    {%- set format = rendered_options['format'] | lower -%}
+    {%- set format = format if format in allowed_formats else 'parquet' -%}
+  {%- endif -%}
+
+  {%- set read_location = adapter.external_read_location(location, rendered_options) -%}
+  {%- set parquet_read_options = config.get('parquet_read_options', {'union_by_name': False}) -%}
+  {%- set json_read_options = config.get('json_read_options', {'auto_detect': True}) -%}
+  {%- set csv_read_options = config.get('csv_read_options', {'auto_detect': True}) -%}
+  {#- DuckDB detects compression from a lower-case extension only, so pass the write compression to the readers -#}
+  {%- if rendered_options.get('compression') and 'compression' not in json_read_options -%}
+    {%- set json_read_options = dict(json_read_options, compression=rendered_options['compression']) -%}
+  {%- endif -%}
+  {%- if rendered_options.get('compression') and 'compression' not in csv_read_options -%}
+    {%- set csv_read_options = dict(csv_read_options, compression=rendered_options['compression']) -%}
+  {%- endif -%}
+
+  -- set language - python or sql
+  {%- set language = model['language'] -%}
+
+  {%- set target_relation = this.incorporate(type='view') %}
+
+  -- Continue as normal materialization
+  {%- set existing_relation = load_cached_relation(this) -%}
+  {%- set temp_relation =  make_intermediate_relation(this.incorporate(type='table'), suffix='__dbt_tmp') -%}
+  {%- set intermediate_relation =  make_intermediate_relation(target_relation, suffix='__dbt_int') -%}
+  -- the intermediate_relation should not already exist in the database; get_relation
+  -- will return None in that case. Otherwise, we get a relation that we can drop
+  -- later, before we try to use this name for the current operation
+  {%- set preexisting_temp_relation = load_cached_relation(temp_relation) -%}
+  {%- set preexisting_intermediate_relation = load_cached_relation(intermediate_relation) -%}
+  /*
+      See ../view/view.sql for more information about this relation.
+  */
+  {%- set backup_relation_type = 'table' if existing_relation is none else existing_relation.type -%}
+  {%- set backup_relation = make_backup_relation(target_relation, backup_relation_type) -%}
+  -- as above, the backup_relation should not already exist
+  {%- set preexisting_backup_relation = load_cached_relation(backup_relation) -%}
+  -- grab current tables grants config for comparision later on
+  {% set grant_config = config.get('grants') %}
+
+  -- drop the temp relations if they exist already in the database
+  {{ drop_relation_if_exists(preexisting_intermediate_relation) }}
+  {{ drop_relation_if_exists(preexisting_temp_relation) }}
+  {{ drop_relation_if_exists(preexisting_backup_relation) }}
+
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+
+  -- `BEGIN` happens here:
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+  -- build model
+  {% call statement('create_table', language=language) -%}
+    {{- create_table_as(False, temp_relation, compiled_code, language) }}
+  {%- endcall %}
+
+  -- check if relation is empty
+  {%- set count_query -%}
+    select count(*) as row_count from {{ temp_relation }}
+  {%- endset -%}
+  {%- set row_count = run_query(count_query) -%}
+  {#- Parquet keeps its schema in a zero-row file; a partitioned write of nothing writes no file. -#}
+  {%- set placeholder_row = row_count[0][0] == 0
+        and (format != 'parquet' or 'partition_by' in rendered_options) -%}
+
+  -- if relation is empty, write a non-empty table with column names and null values
+  -- (millet: unless it is written as one Parquet file, which holds the columns with zero rows)
+  {% call statement('main', language='sql') -%}
+    {% if placeholder_row %}
+    insert into {{ temp_relation }} values (
+      {%- for col in get_columns_in_relation(temp_relation) -%}
+      NULL,
+      {%- endfor -%}
+    )
+    {% endif %}
+  {%- endcall %}
+
+  -- write a temp relation into file
+  {{ write_to_file(temp_relation, location, write_options) }}
+
+-- create a view on top of the location
+  {% call statement('main', language='sql') -%}
+    {% if format == 'json' %}
+      create or replace view {{ intermediate_relation }} as (
+        select * from read_json('{{ read_location }}'
+        {%- for key, value in json_read_options.items() -%}
+          , {{ key }}=
+          {%- if value is string -%}
+            '{{ value }}'
+          {%- else -%}
+            {{ value }}
+          {%- endif -%}
+        {%- endfor -%}
+        )
+        -- if relation is empty, filter by all columns having null values
+        {% if placeholder_row %}
+          where 1
+          {%- for col in get_columns_in_relation(temp_relation) -%}
+            {{ '' }} AND "{{ col.column }}" is not NULL
+          {%- endfor -%}
+        {% endif %}
+      );
+    {% elif format == 'parquet' %}
+      create or replace view {{ intermediate_relation }} as (
+        select * from read_parquet('{{ read_location }}'
+        {%- for key, value in parquet_read_options.items() -%}
+          , {{ key }}=
+          {%- if value is string -%}
+            '{{ value }}'
+          {%- else -%}
+            {{ value }}
+          {%- endif -%}
+        {%- endfor -%}
+        )
+        -- if relation is empty, filter by all columns having null values
+        {% if placeholder_row %}
+          where 1
+          {%- for col in get_columns_in_relation(temp_relation) -%}
+            {{ '' }} AND "{{ col.column }}" is not NULL
+          {%- endfor -%}
+        {% endif %}
+      );
+    {% elif format == 'csv' %}
+    create or replace view {{ intermediate_relation }} as (
+      select * from read_csv('{{ read_location }}'
+      {%- for key, value in csv_read_options.items() -%}
+        , {{ key }}=
+        {%- if value is string -%}
+          '{{ value }}'
+        {%- else -%}
+          {{ value }}
+        {%- endif -%}
+      {%- endfor -%}
+      )
+      -- if relation is empty, filter by all columns having null values
+      {% if placeholder_row %}
+        where 1
+        {%- for col in get_columns_in_relation(temp_relation) -%}
+          {{ '' }} AND "{{ col.column }}" is not NULL
+        {%- endfor -%}
+      {% endif %}
+    );
+    {% endif %}
+  {%- endcall %}
+
+  -- cleanup
+  {% if existing_relation is not none %}
+      {{ adapter.rename_relation(existing_relation, backup_relation) }}
+  {% endif %}
+
+  {{ adapter.rename_relation(intermediate_relation, target_relation) }}
+
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+
+  {% set should_revoke = should_revoke(existing_relation, full_refresh_mode=True) %}
+  {% do apply_grants(target_relation, grant_config, should_revoke=should_revoke) %}
+
+  {% do persist_docs(target_relation, model) %}
+
+  -- `COMMIT` happens here
+  {{ adapter.commit() }}
+
+  -- finally, drop the existing/backup relation after the commit
+  {{ drop_relation_if_exists(backup_relation) }}
+  {{ drop_relation_if_exists(temp_relation) }}
+
+  -- register table into glue
+  {%- set plugin_name = config.get('plugin') -%}
+  {%- set glue_register = config.get('glue_register', default=false) -%}
+  {%- set partition_columns = config.get('partition_columns', []) -%}
+  {% if plugin_name is not none or glue_register is true %}
+    {% if glue_register %}
+      {# legacy hack to set the glue database name, deprecate this #}
+      {%- set plugin_name = 'glue|' ~ config.get('glue_database', 'default') -%}
+    {% endif %}
+    {% do store_relation(plugin_name, target_relation, location, format, config) %}
+  {% endif %}
+
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+
+  {{ return({'relations': [target_relation]}) }}
+
+{% endmaterialization %}
