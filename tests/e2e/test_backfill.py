@@ -64,8 +64,8 @@ def _backfill_process(settings: Settings, start: str, end: str, **env) -> Iterat
     """The CLI, as a person runs it, in a process of its own (Airflow reads its config once per process).
     Its process group is killed afterwards whatever happened; the test then checks nothing is left."""
     env = {**os.environ, **settings.millet_environ(), "MILLET_AIRFLOW_LOG_LEVEL": "WARNING", **env}
-    process = subprocess.Popen([MILLET, "backfill", "--start", start, "--end", end], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen([MILLET, "backfill", "--start", start, "--end", end], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         yield process
     finally:
@@ -76,7 +76,7 @@ def _backfill_process(settings: Settings, start: str, end: str, **env) -> Iterat
 
 def _backfill(settings: Settings, start: str, end: str) -> dict[str, str]:
     with _backfill_process(settings, start, end) as process:
-        out, err = process.communicate(timeout=600)
+        out, err = process.communicate(timeout=1800)  # a safety net: the stall limit ends it sooner
     assert process.returncode == 0, out[-3000:] + err[-3000:]
     _assert_nothing_left(settings)
     return dict(re.findall(r"^(\d{4}-\d{2}-\d{2}): (.+)$", out, re.MULTILINE))
