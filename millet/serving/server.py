@@ -3,7 +3,8 @@
 `POST /get-online-features` takes Feast's request ({"entities": {"user_key": [...]}, "feature_service":
 name | "features": ["view:feature", ...], "full_feature_names": bool}) and answers in Feast's response
 shape, so Feast's own remote online store client (`online_store: type: remote`) works against it.
-`GET /health` says whether the registry and the online store answer.
+`GET /health` reads the registry and the online store on every request: 200 when both answer, 503 with
+the reason when either fails or the store does not answer within `HEALTH_TIMEOUT_S`.
 
 It reads the packed records of Millet's online stores directly: a feature service's plan (which feature
 views, which positions in their rows) is worked out once from the registry, and a lookup is one read per
@@ -22,6 +23,8 @@ from millet.serving.online_store import PackedOnlineStore, decode_record, string
 
 MAX_ENTITIES = 1_000
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
+HEALTH_TIMEOUT_S = 2.0  # a store that hangs is as unavailable as one that refuses
+HEALTH_PROBE_KEY = "millet-health-probe"  # any id: the read must answer, found or not
 
 
 class BadRequest(ValueError):
@@ -119,6 +122,16 @@ class OnlineReader:
     def _views(self):
         return self.store.list_feature_views()
 
+    def check(self) -> None:
+        """Read one record of every feature view from the online store; raises when the store (or the
+        registry) does not answer. Nothing is cached: every call goes to the store."""
+        views = self._views()
+        if not views:
+            raise RuntimeError(f"the registry holds no feature views for project {self.config.project!r}")
+        probe = string_entity_keys([HEALTH_PROBE_KEY], self.join_key, self.config)
+        for view in views:
+            self.online.read_records(self.config, view, probe)
+
     # ---- plan → response, in Feast's shape ------------------------------------------------------------
     def _response(self, keys: list[str], plan: list[ViewPlan]) -> dict:
         key_bytes = string_entity_keys(keys, self.join_key, self.config)
@@ -177,8 +190,9 @@ def _timestamp(stamp: datetime) -> str:
     return text + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond else "") + "Z"
 
 
-def create_app(store):
+def create_app(store, health_timeout_s: float = HEALTH_TIMEOUT_S):
     """An ASGI app; `millet serve` runs it under uvicorn."""
+    import anyio
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -195,10 +209,17 @@ def create_app(store):
 
     async def health(request: Request) -> Response:
         try:
-            reader.join_key  # noqa: B018 - reads the registry
-            return JSONResponse({"status": "ok"})
+            # In a worker thread, abandoned at the deadline: a hung store must not hang the answer.
+            with anyio.fail_after(health_timeout_s):
+                await anyio.to_thread.run_sync(reader.check, abandon_on_cancel=True)
+        except TimeoutError:
+            return _unavailable(f"the online store did not answer within {health_timeout_s:g} s")
         except Exception as exc:  # a health check reports, it does not raise
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+            return _unavailable(f"{type(exc).__name__}: {exc}")
+        return JSONResponse({"status": "ok"})
+
+    def _unavailable(reason: str) -> Response:
+        return JSONResponse({"status": "unavailable", "detail": reason}, status_code=503)
 
     return Starlette(routes=[Route("/get-online-features", get_online_features, methods=["POST"]),
                              Route("/health", health, methods=["GET"])])

@@ -1,10 +1,15 @@
-"""Build the feature snapshot for one as-of date with dbt's programmatic runner."""
+"""Build the feature snapshot for one as-of date with dbt's programmatic runner.
+
+A successful build leaves a record, manifests/features/dt=<day>.json. Old snapshots are pruned relative
+to the latest recorded build on or before the as-of day, never relative to the date a person typed: a
+date typed far ahead (the build for it succeeds on whatever bronze there is) cannot delete history.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from millet.feature_spec import families
@@ -16,6 +21,10 @@ class TransformFailed(RuntimeError):
     pass
 
 
+class AsOfInFuture(TransformFailed, ValueError):
+    pass
+
+
 def snapshot_path(family: str, day: str | date, settings: Settings | None = None) -> Path:
     """Where dbt's `snapshot_location` macro writes a family's snapshot for `day`."""
     settings = settings or get_settings()
@@ -23,8 +32,10 @@ def snapshot_path(family: str, day: str | date, settings: Settings | None = None
 
 
 def build_features(day: str | date, settings: Settings | None = None, full_refresh: bool = False) -> dict:
-    """`dbt build` (models and their tests) for as-of `day`; returns each family's snapshot path."""
+    """`dbt build` (models and their tests) for as-of `day`; returns each family's snapshot path.
+    Refuses an as-of day after today (UTC) before anything runs."""
     settings = settings or get_settings()
+    day = _as_of(day)
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     paths = {fam.name: snapshot_path(fam.name, day, settings) for fam in families()}
@@ -34,15 +45,48 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     if full_refresh:
         args.append("--full-refresh")
     _invoke(args)
-    prune_snapshots(day, settings)
-    return {name: str(path) for name, path in paths.items()}
+    prune_snapshots(day, settings)  # before this build is recorded: it is not yet a run to prune from
+    built = {name: str(path) for name, path in paths.items()}
+    record_build(day, built, settings)
+    return built
+
+
+def _as_of(day: str | date) -> date:
+    as_of = date.fromisoformat(str(day))
+    today = datetime.now(UTC).date()
+    if as_of > today:
+        raise AsOfInFuture(f"as-of date {as_of} is after today ({today}, UTC): features are built only "
+                           "for days that have begun; check the date")
+    return as_of
+
+
+def _builds_dir(settings: Settings) -> Path:
+    return settings.manifests_dir / "features"
+
+
+def record_build(day: str | date, snapshots: dict[str, str], settings: Settings) -> Path:
+    """Note that the build for `day` succeeded (dbt's models and tests), with the snapshots it wrote."""
+    path = _builds_dir(settings) / f"dt={day}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"as_of": str(day), "snapshots": snapshots}, indent=2) + "\n")
+    return path
+
+
+def latest_build(on_or_before: str | date, settings: Settings) -> date | None:
+    """The latest as-of day on or before `on_or_before` whose build succeeded; None if there is none."""
+    limit = date.fromisoformat(str(on_or_before))
+    built = [date.fromisoformat(p.stem.removeprefix("dt="))
+             for p in _builds_dir(settings).glob("dt=*.json")]
+    return max((d for d in built if d <= limit), default=None)
 
 
 def prune_snapshots(day: str | date, settings: Settings) -> list[Path]:
-    """Delete each family's snapshots dated more than `snapshot_retention_days` before `day`."""
-    if settings.snapshot_retention_days <= 0:
+    """Delete each family's snapshots dated more than `snapshot_retention_days` before the latest
+    successful build on or before `day` (see `latest_build`); with no such build, nothing."""
+    latest = latest_build(day, settings)
+    if settings.snapshot_retention_days <= 0 or latest is None:
         return []
-    oldest = date.fromisoformat(str(day)) - timedelta(days=settings.snapshot_retention_days)
+    oldest = latest - timedelta(days=settings.snapshot_retention_days)
     removed = []
     for fam in families():
         for folder in (settings.snapshots_dir / fam.name).glob("dt=*"):

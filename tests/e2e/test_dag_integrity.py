@@ -1,4 +1,8 @@
+import os
+from datetime import timedelta
+
 from millet.orchestrate import DAG_ID, load_dag
+from millet.settings import Settings, get_settings
 
 
 def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
@@ -14,4 +18,40 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
     }
     assert dag.timetable.expression == "0 0 * * *"  # @daily
     assert not dag.catchup
-    assert all(dag.get_task(t).retries == 0 for t in dag.task_ids)  # tests set MILLET_TASK_RETRIES=0
+
+
+def _parsed_under(monkeypatch, workdir, **env: str):
+    """A fresh parse of the DAG folder with no MILLET_* variable set (and no .env file) but `env`.
+    The tests' session sets MILLET_TASK_RETRIES=0; what ships is what a bare environment gets."""
+    settings = get_settings()
+    settings.export_for_airflow()  # Airflow reads its home when first imported: the session's, not ~/airflow
+    from airflow.dag_processing.dagbag import DagBag
+
+    for name in [n for n in os.environ if n.startswith("MILLET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(workdir)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bag = DagBag(str(settings.dags_dir))  # executes the DAG file again: its settings are read anew
+    assert not bag.import_errors
+    return bag.dags[DAG_ID]
+
+
+def _default(field: str):
+    return Settings.model_fields[field].default
+
+
+def test_the_dag_ships_with_the_settings_defaults_for_retries_and_depends_on_past(monkeypatch, tmp_path):
+    dag = _parsed_under(monkeypatch, tmp_path)
+    assert _default("task_retries") > 0  # what ships retries; only the tests' environment says 0
+    for task in dag.tasks:
+        assert task.retries == _default("task_retries"), task.task_id
+        assert task.retry_delay == timedelta(seconds=_default("task_retry_delay_s")), task.task_id
+        assert task.depends_on_past is True, task.task_id
+
+
+def test_changed_retry_settings_reach_every_task(monkeypatch, tmp_path):
+    retries, delay_s = _default("task_retries") + 3, _default("task_retry_delay_s") + 17
+    dag = _parsed_under(monkeypatch, tmp_path, MILLET_TASK_RETRIES=str(retries),
+                        MILLET_TASK_RETRY_DELAY_S=str(delay_s))
+    assert {(t.retries, t.retry_delay) for t in dag.tasks} == {(retries, timedelta(seconds=delay_s))}

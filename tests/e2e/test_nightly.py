@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections import Counter, defaultdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from millet.feature_spec import all_features
-from millet.orchestrate import run_dag
-from millet.quality import QualityGateFailed, check_features
-from millet.serving import online_features
+from millet.orchestrate import load_dag, run_dag
+from millet.serving import online_features, open_store
 from millet.transform import snapshot_path
 from tests.conftest import TEST_KEY
 from tests.e2e.conftest import DAYS
@@ -124,23 +125,61 @@ def test_rerunning_a_logical_date_leaves_outputs_identical(nightly):
 
 
 def test_a_failed_critical_check_stops_publication(nightly):
+    """The real DAG for a day whose commerce snapshot breaks a range check. Ingestion and dbt's build are
+    marked done without running (dbt would rebuild the snapshot from good data); check_features and
+    publish_features run as Airflow runs them, wired as the DAG wires them."""
+    bad_day = "2026-03-01"
     table = pq.read_table(snapshot_path("commerce", DAYS[-1]))
     column = "commerce__instalment_orders_share_30d"
     broken = table.set_column(table.schema.get_field_index(column), column,
                               [[1.5] * table.num_rows])  # a share above 1 is impossible
-    bad_day = "2026-03-01"
-    for family in {f.family for f in all_features()}:  # every family's snapshot present, one broken
-        path = snapshot_path(family, bad_day)
-        path.parent.mkdir(parents=True)
-        good = pq.read_table(snapshot_path(family, DAYS[-1]))
-        pq.write_table(broken if family == "commerce" else good, path)
-    with pytest.raises(QualityGateFailed, match=column):
-        check_features(bad_day)
+    planted = {family: snapshot_path(family, bad_day) for family in {f.family for f in all_features()}}
+    closes = datetime.combine(date.fromisoformat(bad_day) + timedelta(days=1), time(), UTC)
+    users = [{"user_key": k} for k in table.column("user_key").to_pylist()[:200]]
+    gate_record = nightly.root / "quality" / f"dt={bad_day}.json"  # what check_features writes
+    store = open_store()
+    online_before = store.get_online_features(features=[f"commerce:{column}"], entity_rows=users).to_dict()
+    assert any(v is not None for v in online_before[column])  # real values, not an empty store
+    try:
+        for family, path in planted.items():  # every family's snapshot present, one broken
+            path.parent.mkdir(parents=True, exist_ok=True)
+            good = pq.read_table(snapshot_path(family, DAYS[-1]))
+            pq.write_table(_stamped(broken if family == "commerce" else good, closes), path)
+        run = load_dag().test(logical_date=datetime.combine(date.fromisoformat(bad_day), time(), UTC),
+                              mark_success_pattern=r"ingest_consent|ingest_channel|build_features")
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        gate = json.loads(gate_record.read_text()) if gate_record.exists() else {}
+    finally:
+        for path in planted.values():
+            shutil.rmtree(path.parent, ignore_errors=True)
+        gate_record.unlink(missing_ok=True)
+
+    online_after = open_store().get_online_features(features=[f"commerce:{column}"],
+                                                    entity_rows=users).to_dict()
+    assert online_after == online_before
+    assert states["build_features"] == "success" and states["list_channels"] == "success"
+    assert states["check_features"] == "failed"
+    assert states["publish_features"] == "upstream_failed"  # never started
+    assert run.state == "failed"
+    assert f"expect_column_values_to_be_between:{column}" in gate.get("commerce", {}).get("failed", [])
+
+
+def _stamped(snapshot: pa.Table, closes: datetime) -> pa.Table:
+    """The snapshot as dbt stamps one for a day: every row at the instant the day closes (so that a
+    publication of that day would really load it)."""
+    i = snapshot.schema.get_field_index("event_timestamp")
+    return snapshot.set_column(i, "event_timestamp",
+                               pa.array([closes] * snapshot.num_rows, snapshot.schema.field(i).type))
+
+
+def test_each_successful_build_leaves_a_record_naming_its_snapshots(nightly):
+    for day in DAYS:
+        record = json.loads((nightly.manifests_dir / "features" / f"dt={day}.json").read_text())
+        assert record["as_of"] == day
+        assert record["snapshots"] == {f.family: str(snapshot_path(f.family, day)) for f in all_features()}
 
 
 def test_feast_schema_equals_the_dbt_snapshot_columns(nightly):
-    from millet.serving import open_store
-
     store = open_store()
     for view in store.list_feature_views():
         snapshot = pq.read_schema(snapshot_path(view.name, DAYS[-1]))
