@@ -55,6 +55,7 @@ def run_dag(day: date | str, settings: Settings | None = None) -> str:
     Airflow's output (and dbt's, GX's and Feast's inside the tasks) goes to a log file whose path every
     failure names, with the day and the failed tasks."""
     settings = settings or get_settings()
+    _refuse_the_future(day)
     log = run_log(day, settings)
     with _output_to(log):
         dag = load_dag(settings)
@@ -64,6 +65,15 @@ def run_dag(day: date | str, settings: Settings | None = None) -> str:
         failed = ", ".join(_failed_tasks(run)) or "no task failed; the run itself did not finish"
         raise DagRunFailed(f"{DAG_ID} for {day} ended {run.state} ({failed}); see {log}")
     return run.state
+
+
+def _refuse_the_future(day: date | str) -> None:
+    from millet.transform import AsOfInFuture, as_of_date
+
+    try:
+        as_of_date(day)
+    except AsOfInFuture as exc:
+        raise DagRunFailed(str(exc)) from None
 
 
 def run_log(day: date | str, settings: Settings) -> Path:
@@ -135,6 +145,7 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     Returns {day: final run state, or why no run was created}.
     """
     settings = settings or get_settings()
+    _refuse_the_future(end)
     ensure_metadata_db(settings)
     from millet.airflow_services import airflow_services
 

@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     )
 
     snapshot_retention_days: int = Field(
-        730, description="Feature snapshots older than this many days before a build's as-of date are "
-        "deleted after it (training sets need history: keep it long); 0 keeps every snapshot."
+        730, description="Feature snapshots older than this many days before the latest successful build "
+        "(on or before the as-of date) are deleted after a build, so a mistyped date deletes no history "
+        "(training sets need it: keep it long); 0 keeps every snapshot."
     )
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2

@@ -1,5 +1,5 @@
 """Runs dbt for a logical date (nothing else)."""
 
-from millet.transform.dbt import AsOfInFuture, TransformFailed, build_features, snapshot_path
+from millet.transform.dbt import AsOfInFuture, TransformFailed, as_of_date, build_features, snapshot_path
 
-__all__ = ["AsOfInFuture", "TransformFailed", "build_features", "snapshot_path"]
+__all__ = ["AsOfInFuture", "TransformFailed", "as_of_date", "build_features", "snapshot_path"]

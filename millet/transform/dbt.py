@@ -35,7 +35,7 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     """`dbt build` (models and their tests) for as-of `day`; returns each family's snapshot path.
     Refuses an as-of day after today (UTC) before anything runs."""
     settings = settings or get_settings()
-    day = _as_of(day)
+    day = as_of_date(day)
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     paths = {fam.name: snapshot_path(fam.name, day, settings) for fam in families()}
@@ -51,7 +51,8 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     return built
 
 
-def _as_of(day: str | date) -> date:
+def as_of_date(day: str | date) -> date:
+    """`day` as a date; AsOfInFuture if it has not begun yet (UTC): a mistyped year must not run."""
     as_of = date.fromisoformat(str(day))
     today = datetime.now(UTC).date()
     if as_of > today:
