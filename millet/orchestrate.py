@@ -109,9 +109,11 @@ def _refuse_after_an_unfinished_day(day: date | str) -> None:
             .order_by(DagRun.logical_date.desc()).limit(1)).first()
         if previous is not None and previous.state != "success":
             earlier = previous.logical_date.date()
-            raise DagRunFailed(f"{DAG_ID} for {day} cannot start: the run for {earlier} ended "
-                               f"{previous.state}, and each day builds on the one before; re-run "
-                               f"{earlier} first (millet run --date {earlier})")
+            how = ("was interrupted (Airflow still marks it running)" if previous.state == "running"
+                   else f"ended {previous.state}")
+            raise DagRunFailed(f"{DAG_ID} for {day} cannot start: the run for {earlier} {how}, and each "
+                               f"day builds on the one before; re-run {earlier} first "
+                               f"(millet run --date {earlier})")
 
 
 def _failed_tasks(run) -> list[str]:

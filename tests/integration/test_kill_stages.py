@@ -63,6 +63,7 @@ def day_one(tmp_path_factory) -> Path:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # seven DAG runs of about two minutes each: outside the default suite's 20 minutes
 def test_a_day_killed_inside_each_stage_then_rerun_ends_as_if_never_interrupted(day_one):
     reference, killed = (_settings(day_one.with_name(name)) for name in ("reference", "killed"))
     for world in (reference, killed):
