@@ -33,8 +33,16 @@ def ensure_metadata_db(settings: Settings) -> None:
     settings.export_for_airflow()  # before the first `import airflow`: it reads AIRFLOW_HOME at import
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     from airflow.utils import db
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
 
-    db.initdb()  # creates or upgrades; a no-op when the schema is current
+    try:
+        db.initdb()  # creates or upgrades; a no-op when the schema is current
+    except OperationalError as exc:
+        where = make_url(settings.airflow_database).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise DagRunFailed(f"Airflow's metadata database {where} did not answer ({reason}); start it, or "
+                           "correct MILLET_AIRFLOW_DATABASE_URL") from None
 
 
 def _refuse_another_airflow_home(settings: Settings) -> None:

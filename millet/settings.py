@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DATABASE_CONNECT_TIMEOUT_S = 10
 
 
 class Settings(BaseSettings):
@@ -206,7 +207,13 @@ class Settings(BaseSettings):
 
     @property
     def airflow_database(self) -> str:
-        return self.airflow_database_url or f"sqlite:///{self.airflow_home / 'airflow.db'}"
+        url = self.airflow_database_url
+        if url is None:
+            return f"sqlite:///{self.airflow_home / 'airflow.db'}"
+        if url.startswith("postgresql") and "connect_timeout=" not in url:
+            # A server that accepts and never answers must fail the command, not hang it.
+            url += f"{'&' if '?' in url else '?'}connect_timeout={DATABASE_CONNECT_TIMEOUT_S}"
+        return url
 
     def _airflow_async_database(self) -> dict[str, str]:
         # Airflow also opens an async engine and would guess asyncpg for PostgreSQL; psycopg 3 does both.

@@ -242,6 +242,9 @@ class PackedRedisOnlineStoreConfig(FeastConfigBaseModel):
     key_prefix: StrictStr = "millet"
 
 
+REDIS_TIMEOUT_S = 30.0  # per command: a batch of a thousand records takes milliseconds
+
+
 class PackedRedisOnlineStore(PackedOnlineStore):
     """A string key per (feature view, entity): written a thousand at a time with MSET, read with MGET.
     (Feast's own Redis store keeps a hash per entity with a field per feature: one command per entity.)"""
@@ -254,6 +257,8 @@ class PackedRedisOnlineStore(PackedOnlineStore):
             from redis import Redis
 
             nodes, kwargs = RedisOnlineStore._parse_connection_string(config.online_store.connection_string)
+            # A Redis that accepts and never answers must fail the publish or the read, not hang it.
+            kwargs = {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S, **kwargs}
             self._redis = Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
         return self._redis
 

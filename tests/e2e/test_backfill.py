@@ -170,3 +170,24 @@ def _outputs_of(settings: Settings, day: str) -> dict[str, tuple[bytes, int]]:
     files = [*settings.bronze_dir.glob(f"*/dt={day}/*"), *settings.manifests_dir.rglob(f"dt={day}.json")]
     assert files
     return {str(f): (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+
+
+@pytest.mark.parametrize("server", ["nothing listening", "accepts and never answers"])
+def test_a_metadata_database_that_does_not_answer_ends_the_command_with_a_message(tmp_path, server):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if server == "accepts and never answers":
+            listener.listen(8)
+        else:
+            listener.close()
+        settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(),
+                            airflow_database_url=POSTGRES.format("airflow").replace("5432", str(port)))
+        started = time.monotonic()
+        with _backfill_process(settings, DAYS[0], DAYS[0]) as process:
+            out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, out + err
+    assert f"metadata database postgresql+psycopg://postgres@127.0.0.1:{port}/airflow" in err, err
+    assert "did not answer" in err and "MILLET_AIRFLOW_DATABASE_URL" in err
+    assert "Traceback" not in err
+    assert time.monotonic() - started < 90

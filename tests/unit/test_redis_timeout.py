@@ -1,0 +1,24 @@
+"""The packed Redis store fails, rather than hangs, on a Redis that accepts and never answers."""
+
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+import redis
+
+from millet.serving import online_store
+
+
+def test_a_redis_that_never_answers_fails_the_read_within_the_timeout(monkeypatch):
+    monkeypatch.setattr(online_store, "REDIS_TIMEOUT_S", 1.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        config = SimpleNamespace(online_store=SimpleNamespace(
+            connection_string=f"127.0.0.1:{silent.getsockname()[1]},db=0"))
+        store = online_store.PackedRedisOnlineStore()
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            store._client(config).ping()
+        assert time.monotonic() - started < 60  # a few timed-out tries (redis-py retries), then the error
