@@ -61,7 +61,7 @@ def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
         watch = ServiceWatch(supervisor, log_dir)
         watch.wait_started()
         # Tasks call the execution API as they start; one queued before it answers fails at once.
-        watch.wait_answering(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] + "health")
+        watch.wait_answering(f"http://127.0.0.1:{api_port}/execution/health")  # the server started here
         yield watch
     finally:
         _stop(supervisor)
