@@ -139,7 +139,9 @@ def test_a_backfill_whose_tasks_cannot_start_ends_at_the_stall_limit_naming_day_
     stall_s = 40
     settings = _world(tmp_path, backfill_stall_s=stall_s)
     started = time.monotonic()
-    with _backfill_process(settings, DAYS[0], DAYS[1],
+    # The task runner retries its first call for about a minute, then fails the task (and Airflow the day),
+    # which also ends the backfill; many retries keep the tasks queued, so the stall limit is what ends it.
+    with _backfill_process(settings, DAYS[0], DAYS[1], AIRFLOW__WORKERS__EXECUTION_API_RETRIES="1000",
                            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=unanswering_api) as process:
         out, err = process.communicate(timeout=stall_s + 240)  # start-up, parse, the stall, the stop
     took = time.monotonic() - started
