@@ -1,7 +1,7 @@
 """The feature spec, read from the one place it is declared: the marts' `meta.features` in dbt.
 
 dbt's `windowed_features` macro expands the same declaration into SQL; this module expands it into
-typed, described features for Feast's fields, GX's expectations and the docs.
+typed, described features for Feast's fields, the drift checks and the docs.
 """
 
 from __future__ import annotations

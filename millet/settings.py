@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         "(on or before the as-of date) are deleted after a build, so a mistyped date deletes no history "
         "(training sets need it: keep it long); 0 keeps every snapshot."
     )
+    drift_baseline_date: date | None = Field(
+        None, description="Feature drift is measured against this day's snapshot; unset, against the latest "
+        "snapshot before the day checked (thresholds: expectations/features.yml)."
+    )
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
     duckdb_disabled_optimizers: str = Field(

@@ -1,14 +1,21 @@
-"""Run a GX checkpoint per feature family over the day's snapshot; keep the results; gate publication."""
+"""Measure each family's drift against its baseline snapshot, keep it, and run a GX checkpoint per family
+over it; a failed critical check stops publication."""
 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from millet.feature_spec import Family, families
-from millet.quality.suites import feature_suite, load_thresholds
+from millet.ingest.partition import PART_FILE, partition_dir
+from millet.quality.drift import feature_drift
+from millet.quality.suites import drift_suite, load_thresholds, severities
 from millet.settings import Settings, get_settings
 from millet.transform import snapshot_path
+from millet.transform.dbt import earliest_build, latest_build
 
 
 class QualityGateFailed(RuntimeError):
@@ -18,9 +25,14 @@ class QualityGateFailed(RuntimeError):
 def check_features(day: str | date, settings: Settings | None = None) -> dict:
     """Validate every family's snapshot for `day`; raise QualityGateFailed if any critical check fails."""
     settings = settings or get_settings()
-    settings.export()
     config = load_thresholds(settings.expectations_dir)
-    summary = {fam.name: _run_checkpoint(fam, str(day), config, settings) for fam in families()}
+    baseline = drift_baseline(day, settings)
+    warming_up = _warming_up(baseline, config["drift"]["warm_up_days"], settings)
+    drift = {fam.name: family_drift(fam, day, baseline, settings) for fam in families()}
+    summary = {name: {"baseline": str(baseline) if baseline else None, "warming_up": warming_up,
+                      **_run_checkpoint(name, table, config, severities(config, warming_up))}
+               for name, table in drift.items()}
+    _keep_drift(drift, day, settings)
     out = settings.root / "quality" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -30,40 +42,80 @@ def check_features(day: str | date, settings: Settings | None = None) -> dict:
     return summary
 
 
-def _run_checkpoint(family: Family, day: str, config: dict, settings: Settings) -> dict:
-    import great_expectations as gx
-    import pandas as pd
+def drift_baseline(day: str | date, settings: Settings) -> date | None:
+    """The pinned baseline date if one is set, else the latest successful build before `day`."""
+    if settings.drift_baseline_date is not None:
+        return settings.drift_baseline_date
+    return latest_build(date.fromisoformat(str(day)) - timedelta(days=1), settings)
 
-    frame = pd.read_parquet(snapshot_path(family.name, day, settings))
+
+def _warming_up(baseline: date | None, warm_up_days: int, settings: Settings) -> bool:
+    """Whether history on the baseline day is still shorter than the warm-up (counted from the first
+    successful build)."""
+    first = earliest_build(settings)
+    return baseline is None or first is None or (baseline - first).days < warm_up_days
+
+
+def family_drift(family: Family, day: str | date, baseline: date | None, settings: Settings) -> pa.Table:
+    """The family's drift table for `day` (millet.quality.drift); empty without a baseline snapshot."""
+    features = [f.name for f in family.features]
+    base_path = snapshot_path(family.name, baseline, settings) if baseline else None
+    if base_path is None or not base_path.exists():
+        features = []  # the first day, or the baseline pruned: nothing to compare with
+    return feature_drift(snapshot_path(family.name, day, settings), base_path, features)
+
+
+def drift_path(day: str | date, settings: Settings):
+    return partition_dir(settings.root / "quality" / "drift", str(day)) / PART_FILE
+
+
+def _keep_drift(drift: dict[str, pa.Table], day: str | date, settings: Settings) -> None:
+    """All families' drift for the day, one table, so the trend of any feature can be plotted."""
+    tables = [t.append_column("family", pa.array([name] * t.num_rows, pa.string()))
+              for name, t in drift.items()]
+    path = drift_path(day, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.concat_tables(tables), path)
+
+
+def _run_checkpoint(family: str, drift: pa.Table, config: dict, severity: dict[str, str]) -> dict:
+    import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not a terminal
     batch = (
-        context.data_sources.add_pandas(name=f"snapshots_{family.name}")
-        .add_dataframe_asset(name=family.model)
+        context.data_sources.add_pandas(name=f"drift_{family}")
+        .add_dataframe_asset(name=f"{family}_drift")
         .add_batch_definition_whole_dataframe(name="as_of_day")
     )
-    suite = context.suites.add(feature_suite(family, config))
+    suite = context.suites.add(drift_suite(family, config))
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{family.name}_snapshot", data=batch, suite=suite)
+        gx.ValidationDefinition(name=f"{family}_drift", data=batch, suite=suite)
     )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name=f"{family.name}_gate", validation_definitions=[validation])
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{family}_gate", validation_definitions=[validation],
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["feature"]},
+    ))
+    result = checkpoint.run(batch_parameters={"dataframe": drift.to_pandas()})
     outcomes = [r for run in result.run_results.values() for r in run.results]
-    severity = config["checks"]
-    failed = {_describe(r): severity[r.expectation_config.meta["check"]] for r in outcomes if not r.success}
+    failed = {}
+    for outcome in outcomes:
+        if not outcome.success:
+            check = outcome.expectation_config.meta["check"]
+            failed[check] = (severity[check], _failing(check, outcome, drift))
     return {
-        "success": "critical" not in failed.values(),
-        "rows": len(frame),
+        "success": not any(level == "critical" for level, _ in failed.values()),
+        "features": drift.num_rows,
         "evaluated": len(outcomes),
-        "failed": [name for name, severity in failed.items() if severity == "critical"],
-        "warnings": [name for name, severity in failed.items() if severity != "critical"],
+        "failed": {check: names for check, (level, names) in failed.items() if level == "critical"},
+        "warnings": {check: names for check, (level, names) in failed.items() if level != "critical"},
     }
 
 
-def _describe(outcome) -> str:
-    config = outcome.expectation_config
-    return f"{config.type}:{config.kwargs.get('column', 'table')}"
+def _failing(check: str, outcome, drift: pa.Table) -> list[str]:
+    """The features an expectation found outside its bounds, as GX reports them (index column `feature`);
+    for the population check, which holds for the family as a whole, its users against the baseline's."""
+    if check == "population":
+        return [f"{drift['rows'][0]} users, baseline {drift['baseline_rows'][0]}"]
+    return sorted(row["feature"] for row in outcome.result.get("unexpected_index_list") or [])

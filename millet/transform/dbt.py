@@ -76,9 +76,16 @@ def record_build(day: str | date, snapshots: dict[str, str], settings: Settings)
 def latest_build(on_or_before: str | date, settings: Settings) -> date | None:
     """The latest as-of day on or before `on_or_before` whose build succeeded; None if there is none."""
     limit = date.fromisoformat(str(on_or_before))
-    built = [date.fromisoformat(p.stem.removeprefix("dt="))
-             for p in _builds_dir(settings).glob("dt=*.json")]
-    return max((d for d in built if d <= limit), default=None)
+    return max((d for d in _recorded_builds(settings) if d <= limit), default=None)
+
+
+def earliest_build(settings: Settings) -> date | None:
+    """The first as-of day whose build succeeded (where the recorded history starts); None if none."""
+    return min(_recorded_builds(settings), default=None)
+
+
+def _recorded_builds(settings: Settings) -> list[date]:
+    return [date.fromisoformat(p.stem.removeprefix("dt=")) for p in _builds_dir(settings).glob("dt=*.json")]
 
 
 def prune_snapshots(day: str | date, settings: Settings) -> list[Path]:

@@ -18,8 +18,7 @@ import pytest
 from millet.contracts import contracts
 from millet.feature_spec import families, family
 from millet.ingest import ingest_channel_day
-from millet.quality.checkpoint import _run_checkpoint
-from millet.quality.suites import load_thresholds
+from millet.quality.checkpoint import check_features, drift_path
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.run import write_drop
@@ -88,13 +87,18 @@ def test_the_active_families_hold_exactly_their_active_users(world):
         assert {s.isoformat() for s in stamps} == {f"{DAY + timedelta(days=1)}T00:00:00+00:00"}, name
 
 
-def test_every_quality_check_but_the_row_count_passes_on_the_empty_snapshot(world):
-    """Keys present and unique, every feature in range: nothing in an empty snapshot is wrong. Whether
-    an empty snapshot may be published at all is the row-count threshold's decision (min_rows)."""
-    config = load_thresholds(world.expectations_dir)
-    config = config | {"thresholds": config["thresholds"] | {"min_rows": 0}}
-    summary = _run_checkpoint(family(EMPTY), str(DAY), config, world)
-    assert summary["success"], summary
+def test_the_drift_gate_passes_the_quiet_day_measured_against_itself(world):
+    """The day against itself: every feature of every active family has a PSI of exactly 0 and no null-rate
+    change; the empty family has nothing to measure (no rows on either side) and is not failed for it."""
+    summary = check_features(DAY, world.model_copy(update={"drift_baseline_date": DAY}))
+    assert all(s["success"] and not s["warnings"] for s in summary.values()), summary
+    drift = pq.read_table(drift_path(DAY, world)).to_pylist()
+    assert {r["family"] for r in drift} == set(SOURCE) | {EMPTY}
+    for row in drift:
+        if row["family"] == EMPTY:
+            assert (row["rows"], row["psi"], row["null_rate_change"]) == (0, None, None), row
+        else:
+            assert (row["psi"], row["null_rate_change"]) == (0.0, 0.0), row
 
 
 def test_rebuilding_the_quiet_day_gives_identical_snapshots(world):
