@@ -3,8 +3,10 @@
 
 Every night, for the logical date `ds`: ingest the consent feed, then each landing channel's drop
 into bronze (behaviour of users who declined is excluded), build the
-feature snapshot with dbt, check it with Great Expectations, and publish it through Feast.
-A failed critical quality check stops the run before anything is published.
+feature snapshot with dbt, check it with Great Expectations, reconcile the lender's repayments with the
+bank's, and publish it through Feast.
+A failed critical quality check stops the run before anything is published; its findings, and the
+failure of any task, are alerted (the alert log, then each configured sink).
 Each task waits for its own run of the day before (`depends_on_past`): a day's dedupe and incremental
 models build on the previous day, so after a failed day nothing later runs until it is fixed.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from millet.alerts import task_failed
 from millet.settings import get_settings
 
 _settings = get_settings()  # reads environment variables only; nothing heavy at parse time
@@ -34,6 +37,7 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
         "retries": _settings.task_retries,
         "retry_delay": pendulum.duration(seconds=_settings.task_retry_delay_s),
         "execution_timeout": pendulum.duration(seconds=_settings.task_timeout_s),
+        "on_failure_callback": task_failed,  # to the alert log and every configured sink
     },
 )
 def millet_nightly():
@@ -70,14 +74,21 @@ def millet_nightly():
         return check(ds)
 
     @task
-    def publish_features(quality: dict, ds: str | None = None) -> dict:
+    def reconcile_repayments(snapshots: dict, ds: str | None = None) -> dict:
+        from millet.quality.reconcile import reconcile_repayments as reconcile
+
+        return reconcile(ds)
+
+    @task
+    def publish_features(quality: list[dict], ds: str | None = None) -> dict:
         from millet.serving import publish_features as publish
 
         return publish(ds)
 
     manifests = ingest_channel.expand(channel=list_channels())
     ingest_consent() >> manifests  # consent decides which behaviour events may be kept
-    publish_features(check_features(build_features(manifests)))
+    snapshots = build_features(manifests)
+    publish_features([check_features(snapshots), reconcile_repayments(snapshots)])
 
 
 millet_nightly()

@@ -80,6 +80,24 @@ class Settings(BaseSettings):
         "(on or before the as-of date) are deleted after a build, so a mistyped date deletes no history "
         "(training sets need it: keep it long); 0 keeps every snapshot."
     )
+    # ---- alerts: always to alerts/alerts.jsonl under the data root; also to each sink set here ----
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible incoming webhook (JSON with `text`); it carries a token, so "
+        "set it in the environment (MILLET_ALERT_WEBHOOK_URL), not in a file.")
+    alert_smtp_host: str | None = Field(None, description="SMTP server for alert e-mail; unset: no e-mail.")
+    alert_smtp_port: int = 25
+    alert_smtp_starttls: bool = False
+    alert_smtp_user: str | None = None
+    alert_smtp_password: SecretStr | None = Field(None, description="From the environment only.")
+    alert_email_from: str = "millet@localhost"
+    alert_email_to: str = Field("", description="Comma-separated recipients of alert e-mail.")
+    alert_timeout_s: float = Field(
+        10, description="A sink that has not answered in this long is down: its alerts wait in the "
+        "outbox for the next run.")
+
+    bank_booking_lag_days: int = Field(
+        2, description="The funding bank books a repayment up to this many days after the app recorded it; "
+        "a repayment older than this that the bank has not booked fails the reconciliation (critical).")
     drift_baseline_date: date | None = Field(
         None, description="Feature drift is measured against this day's snapshot; unset, against the latest "
         "snapshot before the day checked (thresholds: expectations/features.yml)."
@@ -134,6 +152,10 @@ class Settings(BaseSettings):
         return self.root / "snapshots"
 
     @property
+    def reconciliation_dir(self) -> Path:
+        return self.root / "quality" / "reconciliation"
+
+    @property
     def feast_dir(self) -> Path:
         return self.root / "feast"
 
@@ -171,6 +193,7 @@ class Settings(BaseSettings):
         return {
             "MILLET_BRONZE_DIR": str(self.bronze_dir),
             "MILLET_SNAPSHOTS_DIR": str(self.snapshots_dir),
+            "MILLET_RECONCILIATION_DIR": str(self.reconciliation_dir),
             "MILLET_WAREHOUSE_PATH": str(self.warehouse_path),
             "MILLET_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "MILLET_DUCKDB_THREADS": str(self.duckdb_threads),

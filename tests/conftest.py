@@ -17,3 +17,5 @@ os.environ.update(
 )
 
 TEST_KEY = os.environ["MILLET_PSEUDONYM_KEY"].encode()
+
+from tests.receivers import mailbox, webhook  # noqa: E402, F401 (real alert receivers, as fixtures)

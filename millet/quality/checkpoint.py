@@ -9,6 +9,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts
 from millet.feature_spec import Family, families
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.quality.drift import feature_drift
@@ -36,10 +37,24 @@ def check_features(day: str | date, settings: Settings | None = None) -> dict:
     out = settings.root / "quality" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
+    raise_alerts(gate_alerts(summary, str(day), str(out)), settings)
     failed = {name: s["failed"] for name, s in summary.items() if not s["success"]}
     if failed:
         raise QualityGateFailed(f"critical data-quality checks failed for {day}: {failed} (details: {out})")
     return summary
+
+
+def gate_alerts(summary: dict, day: str, report: str) -> list[Alert]:
+    """One alert per family and failed check, at the check's severity, naming what failed."""
+    alerts = []
+    for family, outcome in summary.items():
+        for severity, failures in (("critical", outcome["failed"]), ("warning", outcome["warnings"])):
+            for check, names in failures.items():
+                detail = names[0] if check == "population" else f"{len(names)} features beyond the limit"
+                alerts.append(Alert(severity=severity, check=f"snapshot_{check}", dataset=family,
+                                    logical_date=day, summary=detail, counts={"failing": len(names)},
+                                    sample_keys=names[:SAMPLE_KEYS], report=report))
+    return alerts
 
 
 def drift_baseline(day: str | date, settings: Settings) -> date | None:

@@ -31,6 +31,11 @@ def snapshot_path(family: str, day: str | date, settings: Settings | None = None
     return partition_dir(settings.snapshots_dir / family, str(day)) / PART_FILE
 
 
+def reconciliation_path(day: str | date, settings: Settings) -> Path:
+    """Where dbt's rec_bank_repayments__unconfirmed writes the day's unconfirmed repayments."""
+    return partition_dir(settings.reconciliation_dir, str(day)) / PART_FILE
+
+
 def build_features(day: str | date, settings: Settings | None = None, full_refresh: bool = False) -> dict:
     """`dbt build` (models and their tests) for as-of `day`; returns each family's snapshot path.
     Refuses an as-of day after today (UTC) before anything runs."""
@@ -39,9 +44,10 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     paths = {fam.name: snapshot_path(fam.name, day, settings) for fam in families()}
-    for path in paths.values():
+    for path in [*paths.values(), reconciliation_path(day, settings)]:
         path.parent.mkdir(parents=True, exist_ok=True)  # DuckDB's COPY does not create folders
-    args = ["build", "--vars", json.dumps({"as_of": str(day)}), *_dbt_dirs(settings)]
+    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days}
+    args = ["build", "--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]
     if full_refresh:
         args.append("--full-refresh")
     _invoke(args)

@@ -14,8 +14,11 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
         ("ingest_consent", "ingest_channel"),
         ("ingest_channel", "build_features"),
         ("build_features", "check_features"),
+        ("build_features", "reconcile_repayments"),
         ("check_features", "publish_features"),
+        ("reconcile_repayments", "publish_features"),  # a diverging bank feed stops publication too
     }
+    assert all(task.on_failure_callback for task in dag.tasks)  # every task's failure is alerted
     assert dag.timetable.expression == "0 0 * * *"  # @daily
     assert not dag.catchup
 

@@ -124,7 +124,7 @@ def test_rerunning_a_logical_date_leaves_outputs_identical(nightly):
     assert online_features(some_user) == online_before
 
 
-def test_a_failed_critical_check_stops_publication(nightly):
+def test_a_failed_critical_check_stops_publication_and_is_alerted(nightly, webhook, mailbox, monkeypatch):
     """The real DAG for a day on which three quarters of the commerce family's users vanish (every value
     of those left is in range, so dbt's tests pass it; the GX gate must not). Ingestion and dbt's build are
     marked done without running (dbt would rebuild the snapshot from good data); check_features and
@@ -141,13 +141,17 @@ def test_a_failed_critical_check_stops_publication(nightly):
     store = open_store()
     online_before = store.get_online_features(features=[f"commerce:{column}"], entity_rows=users).to_dict()
     assert any(v is not None for v in online_before[column])  # real values, not an empty store
+    sinks = {"ALERT_WEBHOOK_URL": webhook.url, "ALERT_SMTP_HOST": "127.0.0.1",
+             "ALERT_SMTP_PORT": str(mailbox.port), "ALERT_EMAIL_TO": "oncall@lender.example"}
+    for name, value in sinks.items():
+        monkeypatch.setenv(f"MILLET_{name}", value)  # the tasks build their settings from the environment
     try:
         for family, path in planted.items():  # every family's snapshot present, one broken
             path.parent.mkdir(parents=True, exist_ok=True)
             good = pq.read_table(snapshot_path(family, DAYS[-1]))
             pq.write_table(_stamped(broken if family == "commerce" else good, closes), path)
         run = load_dag().test(logical_date=datetime.combine(date.fromisoformat(bad_day), time(), UTC),
-                              mark_success_pattern=r"ingest_consent|ingest_channel|build_features")
+                              mark_success_pattern=r"ingest_consent|ingest_channel|build_features|reconcile")
         states = {ti.task_id: ti.state for ti in run.get_task_instances()}
         gate = json.loads(gate_record.read_text()) if gate_record.exists() else {}
     finally:
@@ -164,6 +168,13 @@ def test_a_failed_critical_check_stops_publication(nightly):
     assert run.state == "failed"
     assert gate["commerce"]["failed"] == {"population": [f"{kept} users, baseline {table.num_rows}"]}
     assert all(summary["success"] for name, summary in gate.items() if name != "commerce")
+    posted = {(p["millet"]["check"], p["millet"]["dataset"]): p["millet"] for p in webhook.all()}
+    population = posted[("snapshot_population", "commerce")]
+    assert (population["severity"], population["logical_date"]) == ("critical", bad_day)
+    failure = posted[("task_failed", "millet_nightly.check_features")]  # Airflow's failure callback
+    assert failure["severity"] == "critical" and "QualityGateFailed" in failure["summary"]
+    mailed = {m["Subject"] for m in mailbox.all()}
+    assert any(s.startswith("[CRITICAL] Millet snapshot_population on commerce") for s in mailed), mailed
 
 
 def _stamped(snapshot: pa.Table, closes: datetime) -> pa.Table:

@@ -18,10 +18,12 @@ from datetime import date, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 
 from millet.contracts import contracts
 from millet.feature_spec import all_features
 from millet.ingest import ingest_channel_day
+from millet.quality.reconcile import ReconciliationFailed, reconcile_repayments
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import Faults
@@ -273,6 +275,37 @@ def test_the_loan_book_really_moves_and_a_lost_bank_sync_shows(world):
     assert all(totals.values()), totals
     truth = json.loads((world.truth_dir / "faults" / f"dt={SYNC_FAILURE}.json").read_text())
     assert totals["credit__repayments_unconfirmed_by_bank_now"] == truth["bank_sync"]["repayments_lost"]
+
+
+def test_the_reconciliation_alerts_on_the_lost_sync_and_no_payer_shows_overdue(world, webhook):
+    """The bank's feed lost the sync-failure day's repayments: once the booking lag has passed, each is a
+    row of the reconciliation table and the critical alert counts them, with their amount and borrowers.
+    Their borrowers paid: the credit family, which follows the lender's own ledger, shows each of them
+    exactly as late as the ledger says (zero for those with no open overdue notice), not overdue."""
+    rows = known_rows(world, AS_OF)
+    booked = {(r["loan_id"], r["instalment_no"]) for rs in rows.values() for r in rs
+              if r["_channel"] == "bank_repayments"}
+    lost = [(account, r) for account, rs in rows.items() for r in rs if r["_channel"] == "loans"
+            and r["event_type"] == "repayment" and r["_day"] == SYNC_FAILURE
+            and (r["loan_id"], r["instalment_no"]) not in booked]
+    truth = json.loads((world.truth_dir / "faults" / f"dt={SYNC_FAILURE}.json").read_text())
+    assert len(lost) == truth["bank_sync"]["repayments_lost"] > 0
+    affected = {hmac_key(account, TEST_KEY): account for account, _ in lost}
+
+    with pytest.raises(ReconciliationFailed):
+        reconcile_repayments(AS_OF, world.model_copy(update={"alert_webhook_url": SecretStr(webhook.url)}))
+
+    alert = webhook.next()["millet"]
+    assert (alert["severity"], alert["check"], alert["logical_date"]) == (
+        "critical", "repayment_reconciliation", str(AS_OF))
+    assert alert["counts"]["unconfirmed"] == len(lost) and alert["counts"]["users"] == len(affected)
+    assert alert["counts"]["amount"] == pytest.approx(sum(r["amount"] for _, r in lost))
+    assert set(alert["sample_keys"]) <= set(affected) and alert["sample_keys"]
+    credit = {r["user_key"]: r for r in pq.read_table(snapshot_path("credit", AS_OF, world)).to_pylist()}
+    ledger = {key: expected_loan_book(rows[account], AS_OF)["credit__days_past_due_now"]
+              for key, account in affected.items()}
+    assert {key: credit[key]["credit__days_past_due_now"] for key in affected} == ledger
+    assert 0 in ledger.values()  # borrowers with nothing overdue at all are among them
 
 
 def _snapshot_bytes(settings: Settings, day: date) -> dict[str, bytes]:

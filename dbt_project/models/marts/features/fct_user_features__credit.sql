@@ -49,13 +49,11 @@ loans as (
     having disbursed_on is not null
 ),
 
-{#- The bank books a repayment up to two days after the app: anything older that it has not booked
-    is the divergence that once got paying borrowers reported overdue. -#}
+{#- Repayments the bank has not booked once its lag has passed (the reconciliation's own table): they
+    count as paid here, the lender's ledger decides, and are counted as a feature of their own. -#}
 unconfirmed_repayments as (
-    select app.user_key, count(*) as repayments_unconfirmed_by_bank_now
-    from loan_events as app
-    anti join bank_repayments as bank using (loan_id, instalment_no)
-    where app.event_type = 'repayment' and app.event_date < {{ as_of }} - 2
+    select user_key, count(*) as repayments_unconfirmed_by_bank_now
+    from {{ ref('rec_bank_repayments__unconfirmed') }}
     group by all
 ),
 

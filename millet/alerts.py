@@ -1,0 +1,164 @@
+"""Alerts: one record per finding, written to the alert log first, then delivered to every configured sink.
+
+The log (alerts/alerts.jsonl under the data root) is always on. Each configured sink (a Slack-compatible
+webhook, e-mail over SMTP) has an outbox folder: an alert is put there before delivery is tried and
+removed once the sink took it, so a sink that is down loses nothing: what it missed is delivered on the
+next run (every call here first retries what waits). Delivery never raises: a failed delivery must not
+fail the DAG whose findings it carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import smtplib
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from millet.settings import Settings
+
+log = logging.getLogger(__name__)
+SAMPLE_KEYS = 20  # failing keys an alert carries; the full list stays in the day's tables
+
+
+@dataclass(frozen=True)
+class Alert:
+    severity: str  # "critical" (publication stopped) or "warning"
+    check: str
+    dataset: str
+    logical_date: str
+    summary: str
+    counts: dict = field(default_factory=dict)
+    sample_keys: list[str] = field(default_factory=list)  # pseudonymous keys, feature names, ...
+    report: str | None = None
+    raised_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def id(self) -> str:
+        """The same finding on the same day is one alert, however often the day is re-run."""
+        what = f"{self.check}|{self.dataset}|{self.logical_date}|{self.summary}"
+        return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+    def record(self) -> dict:
+        return {"id": self.id, **asdict(self)}
+
+
+def alerts_dir(settings: Settings) -> Path:
+    return settings.root / "alerts"
+
+
+def alert_log(settings: Settings) -> Path:
+    return alerts_dir(settings) / "alerts.jsonl"
+
+
+def raise_alerts(alerts: list[Alert], settings: Settings) -> dict[str, int]:
+    """Log `alerts`, queue them for every sink, deliver what waits; returns what is still waiting per sink."""
+    if alerts:
+        _append_to_log(alerts, settings)
+        for sink in _sinks(settings):
+            for alert in alerts:
+                _outbox(settings, sink).mkdir(parents=True, exist_ok=True)
+                _write_atomically(_outbox(settings, sink) / f"{alert.id}.json", json.dumps(alert.record()))
+    return deliver_pending(settings)
+
+
+def deliver_pending(settings: Settings) -> dict[str, int]:
+    """Try every waiting alert of every configured sink, oldest first; keep those a sink did not take."""
+    waiting = {}
+    for sink, send in _sinks(settings).items():
+        queued = sorted(_outbox(settings, sink).glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+        left = 0
+        for path in queued:
+            try:
+                send(json.loads(path.read_text()), settings)
+            except Exception as exc:  # any failure of a sink: keep the alert, tell the log, carry on
+                log.warning("alert %s not delivered to %s (%s: %s); kept in %s for the next run",
+                            path.stem, sink, type(exc).__name__, exc, path.parent)
+                left += 1
+                continue
+            path.unlink()
+        waiting[sink] = left
+    return waiting
+
+
+def _append_to_log(alerts: list[Alert], settings: Settings) -> None:
+    path = alert_log(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        for alert in alerts:
+            out.write(json.dumps(alert.record()) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _outbox(settings: Settings, sink: str) -> Path:
+    return alerts_dir(settings) / "outbox" / sink
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _sinks(settings: Settings) -> dict:
+    sinks = {}
+    if settings.alert_webhook_url is not None:
+        sinks["webhook"] = send_webhook
+    if settings.alert_smtp_host and settings.alert_email_to:
+        sinks["email"] = send_email
+    return sinks
+
+
+def headline(record: dict) -> str:
+    return (f"[{record['severity'].upper()}] Millet {record['check']} on {record['dataset']} for "
+            f"{record['logical_date']}: {record['summary']}")
+
+
+def send_webhook(record: dict, settings: Settings) -> None:
+    """POST a Slack-compatible message: `text` for people, the whole record under `millet` for machines."""
+    lines = [headline(record)]
+    if record["sample_keys"]:
+        lines.append("sample: " + ", ".join(record["sample_keys"]))
+    if record["report"]:
+        lines.append(f"report: {record['report']}")
+    body = json.dumps({"text": "\n".join(lines), "millet": record}).encode()
+    request = urllib.request.Request(settings.alert_webhook_url.get_secret_value(), data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=settings.alert_timeout_s) as response:
+        response.read()  # urlopen raises on 4xx/5xx: the alert stays queued
+
+
+def send_email(record: dict, settings: Settings) -> None:
+    message = EmailMessage()
+    message["Subject"] = headline(record)
+    message["From"] = settings.alert_email_from
+    message["To"] = settings.alert_email_to
+    message.set_content(json.dumps(record, indent=2))
+    with smtplib.SMTP(settings.alert_smtp_host, settings.alert_smtp_port,
+                      timeout=settings.alert_timeout_s) as smtp:
+        if settings.alert_smtp_starttls:
+            smtp.starttls()
+        if settings.alert_smtp_user and settings.alert_smtp_password:
+            smtp.login(settings.alert_smtp_user, settings.alert_smtp_password.get_secret_value())
+        smtp.send_message(message)
+
+
+def task_failed(context) -> None:
+    """Airflow's on_failure_callback for every task of the DAG: the failure goes to the same sinks."""
+    from millet.settings import get_settings  # the task's settings, as its callable built them
+
+    ti, error = context["ti"], context.get("exception")
+    what = f"{type(error).__name__}: {error}" if error is not None else "failed"
+    alert = Alert(severity="critical", check="task_failed", dataset=f"{ti.dag_id}.{ti.task_id}",
+                  logical_date=str(context.get("ds")), summary=what[:1000],
+                  counts={"try_number": getattr(ti, "try_number", None)})
+    try:
+        raise_alerts([alert], get_settings())
+    except Exception:  # a callback that raises changes nothing for the task; say so in its log
+        log.exception("could not record the alert for the failure of %s", alert.dataset)

@@ -1,0 +1,62 @@
+"""Alerts reach real receivers on loopback (an HTTP webhook, an SMTP server); a sink that is down loses
+nothing: the alert waits in the outbox and is delivered on the next run."""
+
+from __future__ import annotations
+
+import json
+
+from millet.alerts import Alert, alert_log, deliver_pending, raise_alerts
+from millet.settings import Settings
+from tests.conftest import TEST_KEY
+from tests.receivers import webhook_server
+
+
+def _settings(tmp_path, **sinks) -> Settings:
+    return Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(), alert_timeout_s=5, **sinks)
+
+
+def _alert(**changes) -> Alert:
+    fields = dict(severity="critical", check="repayment_reconciliation", dataset="bank_repayments",
+                  logical_date="2026-01-02", summary="12 repayments unconfirmed past the booking lag",
+                  counts={"unmatched": 12}, sample_keys=["u1", "u2"], report="/reports/dt=2026-01-02.html")
+    return Alert(**(fields | changes))
+
+
+def test_an_alert_reaches_the_log_the_webhook_and_the_mailbox(tmp_path, webhook, mailbox):
+    settings = _settings(tmp_path, alert_webhook_url=webhook.url, alert_smtp_host="127.0.0.1",
+                         alert_smtp_port=mailbox.port, alert_email_to="oncall@lender.example")
+    alert = _alert()
+
+    assert raise_alerts([alert], settings) == {"webhook": 0, "email": 0}
+
+    posted = webhook.next()
+    assert posted["millet"]["id"] == alert.id and posted["millet"]["severity"] == "critical"
+    assert posted["text"].startswith("[CRITICAL] Millet repayment_reconciliation on bank_repayments")
+    assert "u1, u2" in posted["text"] and "/reports/dt=2026-01-02.html" in posted["text"]
+    mail = mailbox.next()
+    assert mail["To"] == "oncall@lender.example" and mail["Subject"].startswith("[CRITICAL]")
+    assert json.loads(mail.get_payload())["counts"] == {"unmatched": 12}
+    logged = [json.loads(line) for line in alert_log(settings).read_text().splitlines()]
+    assert [r["id"] for r in logged] == [alert.id]
+
+
+def test_a_webhook_that_is_down_gets_the_alert_on_the_next_run(tmp_path):
+    with webhook_server() as hook:
+        url, port = hook.url, int(hook.url.split(":")[2].split("/")[0])
+    settings = _settings(tmp_path, alert_webhook_url=url)  # nothing listens there now
+    alert = _alert(severity="warning", check="snapshot_drift")
+
+    assert raise_alerts([alert], settings) == {"webhook": 1}  # not delivered, and no exception
+    assert json.loads(alert_log(settings).read_text())["id"] == alert.id  # logged all the same
+
+    with webhook_server(port) as hook:  # the receiver is back for the next run
+        assert deliver_pending(settings) == {"webhook": 0}
+        assert hook.next()["millet"]["id"] == alert.id
+        assert deliver_pending(settings) == {"webhook": 0}  # delivered once, not again
+        assert hook.all() == []
+
+
+def test_with_no_sink_configured_alerts_are_logged_only(tmp_path):
+    settings = _settings(tmp_path)
+    assert raise_alerts([_alert(), _alert(dataset="loans")], settings) == {}
+    assert len(alert_log(settings).read_text().splitlines()) == 2
