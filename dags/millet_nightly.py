@@ -2,7 +2,7 @@
 ### millet_nightly
 
 Every night, for the logical date `ds`: ingest the consent feed, then each landing channel's drop
-into bronze (behaviour of users who declined is excluded), build the
+into bronze (behaviour of users who declined is excluded), check each feed's day, build the
 feature snapshot with dbt, check it with Great Expectations, reconcile the lender's repayments with the
 bank's, and publish it through Feast.
 A failed critical quality check stops the run before anything is published; its findings, and the
@@ -62,7 +62,13 @@ def millet_nightly():
         return ingest_channel_day(channel, ds)
 
     @task
-    def build_features(manifests: list[dict], ds: str | None = None) -> dict:
+    def check_feeds(manifests: list[dict], ds: str | None = None) -> dict:
+        from millet.quality.feeds import check_feeds as check
+
+        return check(ds)
+
+    @task
+    def build_features(feeds: dict, ds: str | None = None) -> dict:
         from millet.transform import build_features as build
 
         return build(ds)
@@ -87,7 +93,7 @@ def millet_nightly():
 
     manifests = ingest_channel.expand(channel=list_channels())
     ingest_consent() >> manifests  # consent decides which behaviour events may be kept
-    snapshots = build_features(manifests)
+    snapshots = build_features(check_feeds(manifests))  # a missing or broken feed builds nothing
     publish_features([check_features(snapshots), reconcile_repayments(snapshots)])
 
 

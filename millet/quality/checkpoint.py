@@ -13,6 +13,7 @@ from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts
 from millet.feature_spec import Family, families
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.quality.drift import feature_drift
+from millet.quality.gx import run_checkpoint
 from millet.quality.suites import drift_suite, load_thresholds, severities
 from millet.settings import Settings, get_settings
 from millet.transform import snapshot_path
@@ -94,26 +95,8 @@ def _keep_drift(drift: dict[str, pa.Table], day: str | date, settings: Settings)
 
 
 def _run_checkpoint(family: str, drift: pa.Table, config: dict, severity: dict[str, str]) -> dict:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not a terminal
-    batch = (
-        context.data_sources.add_pandas(name=f"drift_{family}")
-        .add_dataframe_asset(name=f"{family}_drift")
-        .add_batch_definition_whole_dataframe(name="as_of_day")
-    )
-    suite = context.suites.add(drift_suite(family, config))
-    validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{family}_drift", data=batch, suite=suite)
-    )
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{family}_gate", validation_definitions=[validation],
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["feature"]},
-    ))
-    result = checkpoint.run(batch_parameters={"dataframe": drift.to_pandas()})
-    outcomes = [r for run in result.run_results.values() for r in run.results]
+    outcomes = run_checkpoint(f"{family}_drift", lambda: drift_suite(family, config), drift.to_pandas(),
+                              index_column="feature")
     failed = {}
     for outcome in outcomes:
         if not outcome.success:

@@ -12,7 +12,8 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
     assert edges == {
         ("list_channels", "ingest_channel"),
         ("ingest_consent", "ingest_channel"),
-        ("ingest_channel", "build_features"),
+        ("ingest_channel", "check_feeds"),
+        ("check_feeds", "build_features"),
         ("build_features", "check_features"),
         ("build_features", "reconcile_repayments"),
         ("check_features", "publish_features"),

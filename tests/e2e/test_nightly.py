@@ -151,7 +151,7 @@ def test_a_failed_critical_check_stops_publication_and_is_alerted(nightly, webho
             good = pq.read_table(snapshot_path(family, DAYS[-1]))
             pq.write_table(_stamped(broken if family == "commerce" else good, closes), path)
         run = load_dag().test(logical_date=datetime.combine(date.fromisoformat(bad_day), time(), UTC),
-                              mark_success_pattern=r"ingest_consent|ingest_channel|build_features|reconcile")
+                              mark_success_pattern=r"ingest_|check_feeds|build_features|reconcile")
         states = {ti.task_id: ti.state for ti in run.get_task_instances()}
         gate = json.loads(gate_record.read_text()) if gate_record.exists() else {}
     finally:

@@ -1,0 +1,193 @@
+"""Raw-feed checks: right after ingestion, one GX checkpoint per landing channel over the day's feed
+profile, one row of figures: whether a drop came at all, its volume against the median of the same weekday
+over the last weeks, its worst quarantine reason, fields the contract does not know, the share excluded
+for consent and the largest rise of an optional field's null rate. Thresholds: expectations/feeds.yml."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import date, timedelta
+
+import duckdb
+import yaml
+
+from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts
+from millet.contracts import contracts
+from millet.contracts.base import bronze_schema
+from millet.ingest.partition import partition_dir
+from millet.quality.gx import run_checkpoint
+from millet.settings import Settings, get_settings
+from millet.sqltext import ident, literal
+
+PROFILE_COLUMNS = (
+    "drop_present",
+    "volume_ratio",
+    "quarantine_rate",
+    "unknown_fields",
+    "consent_exclusion_rate",
+    "null_rate_increase",
+)
+
+
+class FeedCheckFailed(RuntimeError):
+    pass
+
+
+def load_feed_thresholds(settings: Settings) -> dict:
+    return yaml.safe_load((settings.expectations_dir / "feeds.yml").read_text())
+
+
+def check_feeds(day: str | date, settings: Settings | None = None) -> dict:
+    """Profile and check every channel's day; alert; raise FeedCheckFailed on a critical failure."""
+    settings = settings or get_settings()
+    config = load_feed_thresholds(settings)
+    summary = {}
+    for channel in sorted(contracts()):
+        profile = feed_profile(channel, str(day), config["thresholds"], settings)
+        summary[channel] = {"profile": profile, **_run_checkpoint(channel, profile, config)}
+    out = settings.root / "quality" / "feeds" / f"dt={day}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    raise_alerts(_alerts(summary, str(day), str(out)), settings)
+    failed = {channel: s["failed"] for channel, s in summary.items() if s["failed"]}
+    if failed:
+        raise FeedCheckFailed(f"critical raw-feed checks failed for {day}: {failed} (details: {out})")
+    return summary
+
+
+def feed_profile(channel: str, day: str, limits: dict, settings: Settings) -> dict:
+    """The day's figures for `channel`, from its ingest manifest and its bronze partition."""
+    manifest = _manifest(channel, day, settings)
+    lines = manifest.get("lines_in", 0)
+    reasons = manifest.get("reasons", {})
+    worst = max(reasons, key=reasons.get, default=None)
+    history = [
+        m["lines_in"]
+        for m in (
+            _manifest(channel, str(date.fromisoformat(day) - timedelta(weeks=w)), settings)
+            for w in range(1, limits["volume_weeks"] + 1)
+        )
+        if m
+    ]
+    usual = statistics.median(history) if history else None
+    # Consent records come in waves (onboarding, a campaign): their volume says nothing about health.
+    if usual is not None and (usual < limits["min_usual_lines"] or contracts()[channel].is_consent_feed):
+        usual = None
+    present = bool(manifest.get("files") or manifest.get("files_quarantined"))
+    null_field, null_rise = _null_rate_increase(channel, day, settings)
+    return {
+        "drop_present": present,
+        "lines_in": lines,
+        "usual_lines": usual,
+        "volume_ratio": lines / usual if usual and present else None,  # no drop: drop_present says so
+        "worst_quarantine_reason": worst,
+        "quarantine_rate": reasons[worst] / lines if worst and lines else 0.0,
+        "unknown_fields": len(manifest.get("unknown_fields", [])),
+        "unknown_field_names": manifest.get("unknown_fields", []),
+        "consent_exclusion_rate": manifest.get("excluded_no_consent", 0) / lines if lines else 0.0,
+        "worst_null_field": null_field,
+        "null_rate_increase": null_rise,
+    }
+
+
+def _manifest(channel: str, day: str, settings: Settings) -> dict:
+    path = settings.manifests_dir / "ingest" / channel / f"dt={day}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _null_rate_increase(channel: str, day: str, settings: Settings) -> tuple[str | None, float | None]:
+    """The optional bronze field whose null rate rose most since the day before, and by how much."""
+    optional = [f.name for f in bronze_schema(contracts()[channel]) if f.nullable]
+    before = str(date.fromisoformat(day) - timedelta(days=1))
+    parts = {d: partition_dir(settings.bronze_dir / channel, d) for d in (day, before)}
+    if not optional or not all(any(p.glob("*.parquet")) for p in parts.values()):
+        return None, None
+    rates = ", ".join(f"avg(({ident(f)} is null)::int) as {ident(f)}" for f in optional)
+    sources = " union all ".join(
+        f"select {literal(d)} as day, * from read_parquet({literal(str(p / '*.parquet'))})"
+        for d, p in parts.items()
+    )
+    with duckdb.connect() as con:
+        rows = {
+            r[0]: r[1:] for r in con.execute(f"select day, {rates} from ({sources}) group by day").fetchall()
+        }
+    if set(rows) != set(parts):
+        return None, None
+    rises = {
+        f: (now or 0.0) - (then or 0.0)
+        for f, now, then in zip(optional, rows[day], rows[before], strict=True)
+    }
+    worst = max(rises, key=rises.get)
+    return worst, rises[worst]
+
+
+def _run_checkpoint(channel: str, profile: dict, config: dict) -> dict:
+    import pandas as pd
+
+    frame = pd.DataFrame([{name: profile[name] for name in PROFILE_COLUMNS}])
+    outcomes = run_checkpoint(f"{channel}_feed", lambda: feed_suite(channel, config), frame)
+    severity = config["checks"]
+    failed = [r.expectation_config.meta["check"] for r in outcomes if not r.success]
+    return {"failed": [c for c in failed if severity[c] == "critical"],
+            "warnings": [c for c in failed if severity[c] != "critical"]}
+
+
+def feed_suite(channel: str, config: dict):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    limits = config["thresholds"]
+    suite = gx.ExpectationSuite(name=f"{config['suite']}__{channel}")
+    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="drop_present", value_set=[True],
+                                                          meta={"check": "drop_present"}))
+    for column, low, high, check in [
+        ("volume_ratio", limits["min_volume_ratio"], limits["max_volume_ratio"], "volume"),
+        ("quarantine_rate", None, limits["max_quarantine_rate"], "quarantine_rate"),
+        ("unknown_fields", None, 0, "schema_drift"),
+        ("consent_exclusion_rate", None, limits["max_consent_exclusion_rate"], "consent_exclusion"),
+        ("null_rate_increase", None, limits["max_null_rate_increase"], "null_rate"),
+    ]:
+        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high,
+                                                                meta={"check": check}))
+    return suite
+
+
+def _alerts(summary: dict, day: str, report: str) -> list[Alert]:
+    alerts = []
+    for channel, outcome in summary.items():
+        for severity, checks in (("critical", outcome["failed"]), ("warning", outcome["warnings"])):
+            for check in checks:
+                detail, keys = _describe(check, outcome["profile"])
+                alerts.append(
+                    Alert(
+                        severity=severity,
+                        check=f"feed_{check}",
+                        dataset=channel,
+                        logical_date=day,
+                        summary=detail,
+                        counts={
+                            k: outcome["profile"][k]
+                            for k in ("lines_in", "usual_lines", "quarantine_rate", "null_rate_increase")
+                        },
+                        sample_keys=keys[:SAMPLE_KEYS],
+                        report=report,
+                    )
+                )
+    return alerts
+
+
+def _describe(check: str, p: dict) -> tuple[str, list[str]]:
+    if check == "drop_present":
+        return "no drop arrived for the day", []
+    if check == "volume":
+        return f"{p['lines_in']} lines against a usual {p['usual_lines']:g} on this weekday", []
+    if check == "quarantine_rate":
+        return f"{p['quarantine_rate']:.1%} of lines quarantined as {p['worst_quarantine_reason']}", []
+    if check == "schema_drift":
+        return f"fields not in the contract: {', '.join(p['unknown_field_names'])}", p["unknown_field_names"]
+    if check == "consent_exclusion":
+        return f"{p['consent_exclusion_rate']:.1%} of lines excluded for consent", []
+    return f"null rate of {p['worst_null_field']} rose by {p['null_rate_increase']:.1%}", [
+        p["worst_null_field"]
+    ]
