@@ -17,8 +17,9 @@ def run_checkpoint(name: str, build_suite, frame, index_column: str | None = Non
         .add_dataframe_asset(name=name)
         .add_batch_definition_whole_dataframe(name="whole")
     )
+    suite = context.suites.add(build_suite())
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=context.suites.add(build_suite()))
+        gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
     )
     result_format = ({"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]}
                      if index_column else "SUMMARY")
