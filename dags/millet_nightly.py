@@ -91,10 +91,18 @@ def millet_nightly():
 
         return publish(ds)
 
+    @task(trigger_rule="all_done")  # also, above all, on a night a check failed: the alerts link to it
+    def write_report(ds: str | None = None) -> str:
+        from millet.quality.report import write_report as write
+
+        return str(write(ds))
+
     manifests = ingest_channel.expand(channel=list_channels())
     ingest_consent() >> manifests  # consent decides which behaviour events may be kept
     snapshots = build_features(check_feeds(manifests))  # a missing or broken feed builds nothing
-    publish_features([check_features(snapshots), reconcile_repayments(snapshots)])
+    checks = [check_features(snapshots), reconcile_repayments(snapshots)]
+    publish_features(checks)
+    checks >> write_report()
 
 
 millet_nightly()

@@ -52,6 +52,11 @@ def alerts_dir(settings: Settings) -> Path:
     return settings.root / "alerts"
 
 
+def report_path(day: str, settings: Settings) -> Path:
+    """The day's quality report (millet.quality.report), which every alert of the day links to."""
+    return settings.root / "reports" / f"dt={day}.html"
+
+
 def alert_log(settings: Settings) -> Path:
     return alerts_dir(settings) / "alerts.jsonl"
 
@@ -157,7 +162,8 @@ def task_failed(context) -> None:
     what = f"{type(error).__name__}: {error}" if error is not None else "failed"
     alert = Alert(severity="critical", check="task_failed", dataset=f"{ti.dag_id}.{ti.task_id}",
                   logical_date=str(context.get("ds")), summary=what[:1000],
-                  counts={"try_number": getattr(ti, "try_number", None)})
+                  counts={"try_number": getattr(ti, "try_number", None)},
+                  report=str(report_path(str(context.get("ds")), get_settings())))
     try:
         raise_alerts([alert], get_settings())
     except Exception:  # a callback that raises changes nothing for the task; say so in its log

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts
+from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts, report_path
 from millet.feature_spec import Family, families
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.quality.drift import feature_drift
@@ -38,7 +38,7 @@ def check_features(day: str | date, settings: Settings | None = None) -> dict:
     out = settings.root / "quality" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    raise_alerts(gate_alerts(summary, str(day), str(out)), settings)
+    raise_alerts(gate_alerts(summary, str(day), str(report_path(str(day), settings))), settings)
     failed = {name: s["failed"] for name, s in summary.items() if not s["success"]}
     if failed:
         raise QualityGateFailed(f"critical data-quality checks failed for {day}: {failed} (details: {out})")

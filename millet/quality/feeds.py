@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import duckdb
 import yaml
 
-from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts
+from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts, report_path
 from millet.contracts import contracts
 from millet.contracts.base import bronze_schema
 from millet.ingest.partition import partition_dir
@@ -49,7 +49,7 @@ def check_feeds(day: str | date, settings: Settings | None = None) -> dict:
     out = settings.root / "quality" / "feeds" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    raise_alerts(_alerts(summary, str(day), str(out)), settings)
+    raise_alerts(_alerts(summary, str(day), str(report_path(str(day), settings))), settings)
     failed = {channel: s["failed"] for channel, s in summary.items() if s["failed"]}
     if failed:
         raise FeedCheckFailed(f"critical raw-feed checks failed for {day}: {failed} (details: {out})")

@@ -9,7 +9,7 @@ from datetime import date
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts
+from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts, report_path
 from millet.settings import Settings, get_settings
 from millet.transform import reconciliation_path
 
@@ -34,7 +34,8 @@ def reconcile_repayments(day: str | date, settings: Settings | None = None) -> d
     if table.num_rows:
         raise_alerts([Alert(
             severity="critical", check="repayment_reconciliation", dataset="bank_repayments",
-            logical_date=str(day), counts=summary, sample_keys=users[:SAMPLE_KEYS], report=str(path),
+            logical_date=str(day), counts=summary, sample_keys=users[:SAMPLE_KEYS],
+            report=str(report_path(str(day), settings)),
             summary=(f"{summary['unconfirmed']} repayments ({summary['amount']:,.2f}) of {len(users)} "
                      f"borrowers recorded by the lender are not booked by the bank after "
                      f"{settings.bank_booking_lag_days} days; publication stopped"),

@@ -18,6 +18,8 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
         ("build_features", "reconcile_repayments"),
         ("check_features", "publish_features"),
         ("reconcile_repayments", "publish_features"),  # a diverging bank feed stops publication too
+        ("check_features", "write_report"),
+        ("reconcile_repayments", "write_report"),
     }
     assert all(task.on_failure_callback for task in dag.tasks)  # every task's failure is alerted
     assert dag.timetable.expression == "0 0 * * *"  # @daily

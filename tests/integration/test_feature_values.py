@@ -23,12 +23,16 @@ from pydantic import SecretStr
 from millet.contracts import contracts
 from millet.feature_spec import all_features
 from millet.ingest import ingest_channel_day
+from millet.quality.checkpoint import check_features
+from millet.quality.feeds import check_feeds
 from millet.quality.reconcile import ReconciliationFailed, reconcile_repayments
+from millet.quality.report import TOP_DRIFT, write_report
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from millet.simulate.run import write_drop
 from millet.transform import build_features, snapshot_path
+from tests.chromium import render
 from tests.conftest import TEST_KEY
 from tests.helpers import hmac_key, landing_lines
 
@@ -306,6 +310,28 @@ def test_the_reconciliation_alerts_on_the_lost_sync_and_no_payer_shows_overdue(w
               for key, account in affected.items()}
     assert {key: credit[key]["credit__days_past_due_now"] for key in affected} == ledger
     assert 0 in ledger.values()  # borrowers with nothing overdue at all are among them
+
+
+def test_the_nightly_report_shows_its_plots_in_chromium(world, tmp_path):
+    """The day's page after the real checks, rendered by headless Chromium: seven volume charts, the 20
+    most drifting features, the unbooked repayments; a screenshot that is not blank; no console error."""
+    baseline = AS_OF - timedelta(days=7)
+    build_features(baseline, world)
+    pinned = world.model_copy(update={"drift_baseline_date": baseline})
+    check_feeds(AS_OF, pinned)
+    check_features(AS_OF, pinned)  # 40 days of history: still warming up, so drift only warns
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!doctype html><html><body></body></html>")
+
+    screenshot, dom, logged = render(write_report(AS_OF, pinned), tmp_path)
+
+    assert dom.count('aria-label="psi"') == 1 and dom.count("<rect") >= TOP_DRIFT + len(contracts())
+    for channel in contracts():
+        assert f'aria-label="{channel}"' in dom, channel
+    assert "repayments" in dom and "not booked by the bank" in dom  # the lost sync day, 6 days back
+    assert "CONSOLE" not in logged and "Uncaught" not in logged, logged[-2000:]
+    blank_shot, _, _ = render(blank, tmp_path)
+    assert screenshot.stat().st_size > 5 * blank_shot.stat().st_size  # plots, not an empty page
 
 
 def _snapshot_bytes(settings: Settings, day: date) -> dict[str, bytes]:
