@@ -56,14 +56,17 @@ def show_contracts(
 @app.command()
 def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM-DD.")]) -> None:
     """One run of the millet_nightly DAG through Airflow for a logical date."""
+    from millet.alerts import alert_log, report_path
     from millet.orchestrate import DagRunFailed, run_dag, run_log
 
     settings, day = get_settings(), _date(date_)
+    quality = f"quality report: {report_path(str(day), settings)}; alerts: {alert_log(settings)}"
     try:
         run_dag(day, settings)
     except DagRunFailed as exc:
-        _fail(str(exc))
+        _fail(f"{exc}\n{quality}")
     typer.echo(f"millet_nightly for {day}: success; log: {run_log(day, settings)}")
+    typer.echo(quality)
     _print_snapshot_size(day, settings)
 
 
@@ -145,6 +148,7 @@ def serve(
 @app.command()
 def demo() -> None:
     """Simulate a small ecosystem, run the nightly DAG for consecutive days, show one user's features."""
+    from millet.alerts import alert_log, report_path
     from millet.orchestrate import DagRunFailed, run_dag, run_log
     from millet.simulate import simulate as run_simulation
     from millet.simulate.faults import Faults
@@ -164,6 +168,7 @@ def demo() -> None:
         except DagRunFailed as exc:
             _fail(str(exc))
         typer.echo(f"success; log: {run_log(day, settings)}")
+        typer.echo(f"quality report: {report_path(str(day), settings)}; alerts: {alert_log(settings)}")
         size = _print_snapshot_size(day, settings)
     typer.secho(f"== online features for the most active user, {size['example_user_key']}", bold=True)
     features(size["example_user_key"])

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     bank_booking_lag_days: int = Field(
         2, description="The funding bank books a repayment up to this many days after the app recorded it; "
         "a repayment older than this that the bank has not booked fails the reconciliation (critical).")
+    expectations_dir: Path = Field(
+        REPO_ROOT / "expectations", description="The data-quality thresholds (features.yml, feeds.yml): "
+        "the repository's own unless a team keeps its own copy.")
     drift_baseline_date: date | None = Field(
         None, description="Feature drift is measured against this day's snapshot; unset, against the latest "
         "snapshot before the day checked (thresholds: expectations/features.yml)."
@@ -176,9 +179,6 @@ class Settings(BaseSettings):
     def feature_repo_dir(self) -> Path:
         return REPO_ROOT / "features"
 
-    @property
-    def expectations_dir(self) -> Path:
-        return REPO_ROOT / "expectations"
 
     # ---- secrets ------------------------------------------------------------------------
     @cached_property

@@ -27,11 +27,13 @@ DRIFT_SCHEMA = pa.schema([
 ])
 
 
-def feature_drift(snapshot: Path, baseline: Path, features: list[str]) -> pa.Table:
-    """One row per feature: its PSI against the baseline and its null rates (DRIFT_SCHEMA)."""
+def feature_drift(snapshot: Path, baseline: Path, features: list[str], duckdb_config: dict | None = None
+                  ) -> pa.Table:
+    """One row per feature: its PSI against the baseline and its null rates (DRIFT_SCHEMA). `duckdb_config`:
+    the connection's settings (memory_limit, threads, ...)."""
     if not features:
         return DRIFT_SCHEMA.empty_table()
-    with duckdb.connect(config={"threads": 2}) as con:
+    with duckdb.connect(config=duckdb_config or {}) as con:
         cuts = _baseline_cuts(con, baseline, features)
         (base_rows, base_bins), (rows, bins) = _bin_counts(con, [baseline, snapshot], cuts)
     table = {name: [] for name in DRIFT_SCHEMA.names}

@@ -29,7 +29,7 @@ def drift_suite(family: str, config: dict):
         gxe.ExpectColumnValuesToBeBetween(column="population_ratio", min_value=limits["min_population_ratio"],
                                           meta={"check": "population"}),
         gxe.ExpectColumnValuesToBeBetween(column="psi", max_value=limits["psi_critical"],
-                                          meta={"check": "drift_critical"}),
+                                          meta={"check": "drift_severe"}),
         gxe.ExpectColumnValuesToBeBetween(column="psi", max_value=limits["psi_warning"],
                                           meta={"check": "drift"}),
         gxe.ExpectColumnValuesToBeBetween(column="null_rate_change",
@@ -41,7 +41,7 @@ def drift_suite(family: str, config: dict):
     return suite
 
 
-WARMED_UP_CHECKS = ("drift_critical", "drift", "null_rate")  # downgraded to warnings while warming up
+WARMED_UP_CHECKS = ("drift_severe", "drift", "null_rate")  # downgraded to warnings while warming up
 
 
 def severities(config: dict, warming_up: bool) -> dict[str, str]:

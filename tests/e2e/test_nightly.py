@@ -9,10 +9,15 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
+import yaml
+from pydantic import SecretStr
 
 from millet.feature_spec import all_features
 from millet.orchestrate import load_dag, run_dag
+from millet.quality import QualityGateFailed, check_features
 from millet.serving import online_features, open_store
 from millet.transform import snapshot_path
 from tests.conftest import TEST_KEY
@@ -175,6 +180,42 @@ def test_a_failed_critical_check_stops_publication_and_is_alerted(nightly, webho
     assert failure["severity"] == "critical" and "QualityGateFailed" in failure["summary"]
     mailed = {m["Subject"] for m in mailbox.all()}
     assert any(s.startswith("[CRITICAL] Millet snapshot_population on commerce") for s in mailed), mailed
+
+
+def test_drift_in_one_feature_warns_while_warming_up_and_is_critical_after(nightly, webhook, tmp_path):
+    """One feature of a day's snapshot tripled, every other feature unchanged, measured against the day
+    before: the drift alert names that feature alone; with the shipped thresholds (history still shorter
+    than the longest window) it is a warning, with the warm-up over it is critical and stops the gate."""
+    drifted, day = "payments__amount_paid_sum_30d", "2026-04-01"
+    planted = {family: snapshot_path(family, day) for family in {f.family for f in all_features()}}
+    settings = nightly.model_copy(update={"drift_baseline_date": date.fromisoformat(DAYS[-1]),
+                                          "alert_webhook_url": SecretStr(webhook.url)})
+    warmed_up = tmp_path / "expectations"
+    shutil.copytree(nightly.expectations_dir, warmed_up)
+    thresholds = yaml.safe_load((warmed_up / "features.yml").read_text())
+    thresholds["drift"]["warm_up_days"] = 0
+    (warmed_up / "features.yml").write_text(yaml.safe_dump(thresholds))
+    try:
+        for family, path in planted.items():
+            table = pq.read_table(snapshot_path(family, DAYS[-1]))
+            if family == "payments":
+                i = table.schema.get_field_index(drifted)
+                tripled = pc.multiply(table.column(i), pa.scalar(3.0, pa.float32()))
+                table = table.set_column(i, drifted, tripled)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path)
+        warming = check_features(day, settings)
+        with pytest.raises(QualityGateFailed, match=drifted):
+            check_features(day, settings.model_copy(update={"expectations_dir": warmed_up}))
+    finally:
+        for path in planted.values():
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+    assert warming["payments"]["warnings"]["drift_severe"] == [drifted] and warming["payments"]["success"]
+    assert not any(s["warnings"] or s["failed"] for name, s in warming.items() if name != "payments")
+    severe = [(a["severity"], a["sample_keys"]) for a in (p["millet"] for p in webhook.all())
+              if a["check"] == "snapshot_drift_severe"]
+    assert severe == [("warning", [drifted]), ("critical", [drifted])]
 
 
 def _stamped(snapshot: pa.Table, closes: datetime) -> pa.Table:
