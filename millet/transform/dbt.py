@@ -121,6 +121,22 @@ def _dbt_dirs(settings: Settings) -> list[str]:
 def _invoke(args: list[str]) -> None:
     from dbt.cli.main import dbtRunner  # heavy; only when a task actually runs
 
-    result = dbtRunner().invoke(args)
+    try:
+        result = dbtRunner().invoke(args)
+    finally:
+        _release_warehouse()
     if not result.success:
         raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'see the dbt log above'}")
+
+
+def _release_warehouse() -> None:
+    """Close dbt-duckdb's DuckDB connection. Its environment is a process-wide singleton that stays open
+    after dbt returns, holding the warehouse file's lock: no other process (an Airflow task, a person's
+    DuckDB shell) could open the warehouse while the process that built it lives on."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    try:
+        DuckDBConnectionManager.env().close()
+    except Exception:  # noqa: BLE001 - no environment: dbt never opened the warehouse
+        return
+    DuckDBConnectionManager.close_all_connections()

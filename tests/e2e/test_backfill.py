@@ -8,12 +8,9 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -26,9 +23,9 @@ from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from tests.conftest import TEST_KEY
+from tests.e2e.processes import assert_nothing_left, backfill_process, processes_of
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
-MILLET = str(Path(sys.executable).with_name("millet"))
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
 
 
@@ -59,47 +56,12 @@ def _world(tmp_path: Path, **overrides) -> Settings:
     return settings
 
 
-@contextmanager
-def _backfill_process(settings: Settings, start: str, end: str, **env) -> Iterator[subprocess.Popen]:
-    """The CLI, as a person runs it, in a process of its own (Airflow reads its config once per process).
-    Its process group is killed afterwards whatever happened; the test then checks nothing is left."""
-    env = {**os.environ, **settings.millet_environ(), "MILLET_AIRFLOW_LOG_LEVEL": "WARNING", **env}
-    process = subprocess.Popen([MILLET, "backfill", "--start", start, "--end", end], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=60)
-
-
 def _backfill(settings: Settings, start: str, end: str) -> dict[str, str]:
-    with _backfill_process(settings, start, end) as process:
+    with backfill_process(settings, start, end) as process:
         out, err = process.communicate(timeout=1800)  # a safety net: the stall limit ends it sooner
     assert process.returncode == 0, out[-3000:] + err[-3000:]
-    _assert_nothing_left(settings)
+    assert_nothing_left(settings)
     return dict(re.findall(r"^(\d{4}-\d{2}-\d{2}): (.+)$", out, re.MULTILINE))
-
-
-def _processes_of(settings: Settings) -> list[psutil.Process]:
-    """Every process started for this data root: the services, their workers and their task processes
-    all inherit its MILLET_DATA_ROOT, whatever process group they put themselves in."""
-    mine = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("MILLET_DATA_ROOT") == str(settings.data_root):
-                mine.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return mine
-
-
-def _assert_nothing_left(settings: Settings, within_s: float = 60) -> None:
-    deadline = time.monotonic() + within_s
-    while (left := _processes_of(settings)) and time.monotonic() < deadline:
-        psutil.wait_procs(left, timeout=1)
-    assert not left, [" ".join(p.cmdline()[:3]) for p in left]
 
 
 @pytest.mark.e2e
@@ -141,7 +103,7 @@ def test_a_backfill_whose_tasks_cannot_start_ends_at_the_stall_limit_naming_day_
     started = time.monotonic()
     # The task runner retries its first call for about a minute, then fails the task (and Airflow the day),
     # which also ends the backfill; many retries keep the tasks queued, so the stall limit is what ends it.
-    with _backfill_process(settings, DAYS[0], DAYS[1], AIRFLOW__WORKERS__EXECUTION_API_RETRIES="1000",
+    with backfill_process(settings, DAYS[0], DAYS[1], AIRFLOW__WORKERS__EXECUTION_API_RETRIES="1000",
                            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=unanswering_api) as process:
         out, err = process.communicate(timeout=stall_s + 240)  # start-up, parse, the stall, the stop
     took = time.monotonic() - started
@@ -150,21 +112,21 @@ def test_a_backfill_whose_tasks_cannot_start_ends_at_the_stall_limit_naming_day_
     assert f"no task changed state for {stall_s} s" in err, err
     assert re.search(rf"{DAYS[0]} task \w+(\[\d+\])? queued \(log: .+attempt=1\.log\)", err), err
     assert took < stall_s + 180, took
-    _assert_nothing_left(settings)
+    assert_nothing_left(settings)
     assert not any(settings.bronze_dir.rglob("*.parquet"))  # no task ever ran
 
 
 @pytest.mark.e2e
 def test_killing_the_backfill_command_stops_every_service_it_started(tmp_path):
     settings = _world(tmp_path)
-    with _backfill_process(settings, DAYS[0], DAYS[0]) as process:
+    with backfill_process(settings, DAYS[0], DAYS[0]) as process:
         deadline = time.monotonic() + 120
-        while not any("scheduler" in " ".join(p.cmdline()) for p in _processes_of(settings)):
+        while not any("scheduler" in " ".join(p.cmdline()) for p in processes_of(settings)):
             assert process.poll() is None and time.monotonic() < deadline, "the services never started"
             psutil.wait_procs([psutil.Process(process.pid)], timeout=0.5)
         os.kill(process.pid, signal.SIGKILL)  # the command alone: it can run no clean-up of its own
         process.wait(timeout=10)
-        _assert_nothing_left(settings)
+        assert_nothing_left(settings)
 
 
 def _outputs_of(settings: Settings, day: str) -> dict[str, tuple[bytes, int]]:
@@ -186,7 +148,7 @@ def test_a_metadata_database_that_does_not_answer_ends_the_command_with_a_messag
         settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(),
                             airflow_database_url=POSTGRES.format("airflow").replace("5432", str(port)))
         started = time.monotonic()
-        with _backfill_process(settings, DAYS[0], DAYS[0]) as process:
+        with backfill_process(settings, DAYS[0], DAYS[0]) as process:
             out, err = process.communicate(timeout=120)
     assert process.returncode == 1, out + err
     assert f"metadata database postgresql+psycopg://postgres@127.0.0.1:{port}/airflow" in err, err

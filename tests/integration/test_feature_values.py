@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import re
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from unittest import mock
 
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +32,7 @@ from millet.quality.checkpoint import check_features
 from millet.quality.feeds import check_feeds
 from millet.quality.reconcile import ReconciliationFailed, reconcile_repayments
 from millet.quality.report import TOP_DRIFT, write_report
+from millet.serving import open_store
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import Faults
@@ -34,6 +40,7 @@ from millet.simulate.run import write_drop
 from millet.transform import build_features, snapshot_path
 from tests.chromium import render
 from tests.conftest import TEST_KEY
+from tests.e2e.processes import assert_nothing_left, backfill_process
 from tests.helpers import hmac_key, landing_lines
 
 START = date(2026, 1, 1)
@@ -232,7 +239,7 @@ def snapshot_rows(settings: Settings, as_of: date, user_key: str) -> dict[str, o
 def _same(actual, wanted) -> bool:
     if wanted is None or actual is None:
         return actual is wanted
-    if isinstance(wanted, int) and not isinstance(wanted, bool):
+    if not isinstance(wanted, float):
         return actual == wanted
     return math.isclose(actual, wanted, rel_tol=2e-6)  # stored as float32
 
@@ -287,14 +294,11 @@ def test_the_reconciliation_alerts_on_the_lost_sync_and_no_payer_shows_overdue(w
     Their borrowers paid: the credit family, which follows the lender's own ledger, shows each of them
     exactly as late as the ledger says (zero for those with no open overdue notice), not overdue."""
     rows = known_rows(world, AS_OF)
-    booked = {(r["loan_id"], r["instalment_no"]) for rs in rows.values() for r in rs
-              if r["_channel"] == "bank_repayments"}
-    lost = [(account, r) for account, rs in rows.items() for r in rs if r["_channel"] == "loans"
-            and r["event_type"] == "repayment" and r["_day"] == SYNC_FAILURE
-            and (r["loan_id"], r["instalment_no"]) not in booked]
+    lost = _lost_repayments(rows, AS_OF)
     truth = json.loads((world.truth_dir / "faults" / f"dt={SYNC_FAILURE}.json").read_text())
     assert len(lost) == truth["bank_sync"]["repayments_lost"] > 0
-    affected = {hmac_key(account, TEST_KEY): account for account, _ in lost}
+    assert {r["_day"] for r in lost} == {SYNC_FAILURE}
+    affected = {r["_user_key"]: r["_account"] for r in lost}
 
     with pytest.raises(ReconciliationFailed):
         reconcile_repayments(AS_OF, world.model_copy(update={"alert_webhook_url": SecretStr(webhook.url)}))
@@ -303,7 +307,7 @@ def test_the_reconciliation_alerts_on_the_lost_sync_and_no_payer_shows_overdue(w
     assert (alert["severity"], alert["check"], alert["logical_date"]) == (
         "critical", "repayment_reconciliation", str(AS_OF))
     assert alert["counts"]["unconfirmed"] == len(lost) and alert["counts"]["users"] == len(affected)
-    assert alert["counts"]["amount"] == pytest.approx(sum(r["amount"] for _, r in lost))
+    assert alert["counts"]["amount"] == pytest.approx(sum(r["amount"] for r in lost))
     assert set(alert["sample_keys"]) <= set(affected) and alert["sample_keys"]
     credit = {r["user_key"]: r for r in pq.read_table(snapshot_path("credit", AS_OF, world)).to_pylist()}
     ledger = {key: expected_loan_book(rows[account], AS_OF)["credit__days_past_due_now"]
@@ -370,3 +374,78 @@ def test_a_late_event_changes_no_snapshot_before_its_arrival(world):
     assert after["device__sessions_count_7d"] == 1 + sum(
         1 for r in known_rows(world, AS_OF)[account]
         if r["_channel"] == "device" and arrival - timedelta(days=7) < r["_day"] <= arrival)
+
+
+@pytest.mark.e2e
+def test_the_first_night_past_the_lag_alerts_through_the_dag_and_publishes_nothing(world, webhook, mailbox):
+    """The real DAG (`millet backfill`, a scheduler) on the first night the lost sync is past the bank's
+    booking lag, after a clean night: the reconciliation task fails with a critical alert at a real webhook
+    and mailbox, the publication never starts, the online store still serves what the clean night
+    published, and no borrower who always paid on time shows days past due."""
+    clean, night = SYNC_FAILURE + timedelta(days=2), SYNC_FAILURE + timedelta(days=3)
+    settings = world.model_copy(update={
+        "alert_webhook_url": SecretStr(webhook.url), "alert_smtp_host": "127.0.0.1",
+        "alert_smtp_port": mailbox.port, "alert_email_to": "oncall@lender.example"})
+    build_features(clean, settings)
+    assert reconcile_repayments(clean, settings)["unconfirmed"] == 0
+    _publish_in_own_process(clean, settings)
+    rows = known_rows(world, night)
+    payers, lost = _punctual_payers(rows), _lost_repayments(rows, night)
+    assert payers & {r["_user_key"] for r in lost}, "no punctual borrower lost a repayment: nothing to see"
+
+    with backfill_process(settings, str(night), str(night)) as process:
+        out, err = process.communicate(timeout=1200)  # a safety net: the stall limit ends it sooner
+    assert_nothing_left(settings)
+
+    assert process.returncode == 1, out[-3000:] + err[-3000:]
+    assert re.search(rf"^{night}: failed.*reconcile_repayments", out, re.MULTILINE), out
+    posted = [p["millet"] for p in webhook.all()]
+    critical = [a for a in posted if a["check"] == "repayment_reconciliation"]
+    assert [(a["severity"], a["logical_date"]) for a in critical] == [("critical", str(night))]
+    assert critical[0]["counts"]["unconfirmed"] == len(lost) > 0
+    failed_tasks = [a["dataset"] for a in posted if a["check"] == "task_failed"]
+    assert failed_tasks == ["millet_nightly.reconcile_repayments"]
+    mailed = [m["Subject"] for m in mailbox.all()]
+    assert any(s.startswith("[CRITICAL] Millet repayment_reconciliation") for s in mailed), mailed
+
+    served = {r["user_key"]: r for r in pq.read_table(snapshot_path("credit", clean, settings)).to_pylist()}
+    tonight = {r["user_key"]: r for r in pq.read_table(snapshot_path("credit", night, settings)).to_pylist()}
+    moved = sorted(k for k in served.keys() & tonight.keys() if served[k] != tonight[k])
+    assert moved, "the night's snapshot equals the night before's: a publication could not be seen"
+    keys = [*moved[:20], *sorted(payers)[:20]]
+    with mock.patch.dict(os.environ):  # Feast reads its paths from the environment: keep the session's
+        store = open_store(settings)
+        online = store.get_online_features(features=store.get_feature_service("credit_risk_v1"),
+                                           entity_rows=[{"user_key": k} for k in keys]).to_dict()
+    for i, key in enumerate(keys):  # still the night before's values
+        mismatched = {name: (values[i], served[key][name]) for name, values in online.items()
+                      if name in served[key] and not _same(values[i], served[key][name])}
+        assert not mismatched, (key, mismatched)
+    overdue = {key: tonight[key]["credit__days_past_due_now"] for key in payers & tonight.keys()}
+    assert overdue and not any(overdue.values()), overdue  # the lender's ledger decides, not the bank
+
+
+def _lost_repayments(rows: dict[str, list[Row]], as_of: date) -> list[Row]:
+    """Repayments the lender recorded that the bank had not booked once its two-day lag had passed."""
+    booked = {(r["loan_id"], r["instalment_no"]) for rs in rows.values() for r in rs
+              if r["_channel"] == "bank_repayments"}
+    return [r | {"_account": account, "_user_key": hmac_key(account, TEST_KEY)}
+            for account, rs in rows.items() for r in rs
+            if r["_channel"] == "loans" and r["event_type"] == "repayment"
+            and r["_day"] < as_of - timedelta(days=2) and (r["loan_id"], r["instalment_no"]) not in booked]
+
+
+def _publish_in_own_process(day: date, settings: Settings) -> None:
+    """Feast imports its repository once per process, for the session's data root: another data root is
+    published from a process of its own, as an Airflow task would."""
+    code = f"from millet.serving import publish_features; publish_features({str(day)!r})"
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, **settings.millet_environ()},
+                   check=True, capture_output=True, timeout=600)
+
+
+def _punctual_payers(rows: dict[str, list[Row]]) -> set[str]:
+    """Borrowers who repaid and never had an overdue notice nor a late repayment (from the landing zone)."""
+    loans = {account: [r for r in rs if r["_channel"] == "loans"] for account, rs in rows.items()}
+    return {hmac_key(account, TEST_KEY) for account, rs in loans.items()
+            if any(r["event_type"] == "repayment" for r in rs)
+            and not any(r["event_type"] == "overdue" or r["days_past_due"] for r in rs)}
