@@ -61,26 +61,40 @@ def _baseline_cuts(con, baseline: Path, features: list[str]) -> dict[str, list[f
 
 
 def _bin_counts(con, snapshots: list[Path], cuts: dict[str, list[float]]) -> list[tuple[int, dict]]:
-    """For each snapshot, its row count and, per feature, its counts in [null, <= c1, (c1, c2], ..., > ck]."""
+    """For each snapshot, its row count and, per feature, its counts in [null, <= c1, (c1, c2], ..., > ck].
+
+    One aggregate per cut point rather than one per bin: count(x) and count_if(x > c) for each cut c, the
+    bins then being differences of neighbouring counts (the cuts are increasing, so x > c_j implies
+    x > c_(j-1), and for a non-null x, x <= c is exactly not x > c, NaN included). Each row costs one
+    comparison per cut instead of two per bin and an `and`, with one aggregate fewer per feature."""
     aggregates, slots = ["count(*)"], {}
     for feature, points in cuts.items():
         column, start = ident(feature), len(aggregates)
-        aggregates.append(f"count_if({column} is null)")
-        bounds = [None, *points, None]
-        for low, high in zip(bounds, bounds[1:], strict=False):
-            within = [f"{column} > {low!r}" if low is not None else f"{column} is not null",
-                      *([f"{column} <= {high!r}"] if high is not None else [])]
-            aggregates.append(f"count_if({' and '.join(within)})")
+        aggregates.append(f"count({column})")
+        aggregates.extend(f"count_if({column} > {_number(point)})" for point in points)
         slots[feature] = (start, len(aggregates))
     sides = " union all by name ".join(f"select {i} as side, * from read_parquet({literal(str(path))})"
                                        for i, path in enumerate(snapshots))
     found = {row[0]: row[1:] for row in con.execute(
         f"select side, {', '.join(aggregates)} from ({sides}) group by side").fetchall()}
     empty = [0] * len(aggregates)  # a snapshot with no rows has no group
-    counts = [found.get(i, empty) for i in range(len(snapshots))]
-    # count_if over a column of nulls only gives NULL, not 0
-    return [(row[0], {feature: [c or 0 for c in row[a:b]] for feature, (a, b) in slots.items()})
-            for row in counts]
+    result = []
+    for i in range(len(snapshots)):
+        row = found.get(i, empty)
+        rows, bins = row[0], {}
+        for feature, (a, b) in slots.items():
+            # count_if over a column of nulls only gives NULL, not 0
+            non_null, *above = [c or 0 for c in row[a:b]]
+            edges = [non_null, *above, 0]  # rows above each lower bound: none above the last bin
+            within = (low - high for low, high in zip(edges, edges[1:], strict=False))
+            bins[feature] = [rows - non_null, *within]
+        result.append((rows, bins))
+    return result
+
+
+def _number(value: float) -> str:
+    """A cut point as SQL: its repr, or a cast for NaN and the infinities (no SQL literal spells them)."""
+    return repr(value) if math.isfinite(value) else f"'{value}'::double"
 
 
 def _shares(counts: list[int], rows: int) -> list[float | None]:

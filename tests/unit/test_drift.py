@@ -58,3 +58,17 @@ def test_a_feature_null_in_the_new_snapshot_counts_as_all_nulls(tmp_path):
 
     moved = feature_drift(nulls, baseline, ["x"]).to_pylist()[0]
     assert (moved["null_rate"], moved["baseline_null_rate"], moved["null_rate_change"]) == (1.0, 0.0, 1.0)
+
+
+def test_infinite_deciles_bin_like_any_other_cut_point(tmp_path):
+    # Baseline: 1..5 and +inf, 100 rows each (float): its deciles include inf, which SQL has no literal for.
+    # Bins: [<= 1], (1, 2], (2, 3], (3, 4], (4, 5], (5, inf], (> inf) empty; new: everything at inf.
+    values = [float(v) for v in (1, 2, 3, 4, 5, math.inf) for _ in range(100)]
+    baseline = _write(tmp_path / "base.parquet", x=values)
+    snapshot = _write(tmp_path / "new.parquet", x=[math.inf] * 600)
+
+    moved = feature_drift(snapshot, baseline, ["x"]).to_pylist()[0]
+
+    sixth = 1 / 6
+    expected = 5 * (FLOOR - sixth) * math.log(FLOOR / sixth) + (1 - sixth) * math.log(1 / sixth)
+    assert moved["psi"] == pytest.approx(expected)
