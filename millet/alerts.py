@@ -36,6 +36,7 @@ class Alert:
     counts: dict = field(default_factory=dict)
     sample_keys: list[str] = field(default_factory=list)  # pseudonymous keys, feature names, ...
     report: str | None = None
+    docs: str | None = None  # the GX Data Docs page of the validation that found it
     raised_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property

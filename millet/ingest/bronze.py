@@ -54,6 +54,7 @@ class Manifest:
     reasons: dict[str, int] = field(default_factory=dict)
     unknown_fields: list[str] = field(default_factory=list)
     files_quarantined: dict[str, str] = field(default_factory=dict)  # file → reason; its lines are unknown
+    delivered_at: str | None = None  # when the drop's last file landed (its mtime, UTC): freshness
 
     @property
     def balanced(self) -> bool:
@@ -100,6 +101,8 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
     con.execute(f"create table checked as {sql}")  # the query's own column types, no rows yet
     for path in drop_files(settings.landing_dir, contract.channel, day):
         manifest.files.append(path.name)
+        landed = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        manifest.delivered_at = max(manifest.delivered_at or landed, landed)
         try:
             lines = read_lines(path)
         except UnreadableFile as exc:

@@ -9,11 +9,10 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts, report_path
 from millet.feature_spec import Family, families
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.quality.drift import feature_drift
-from millet.quality.gx import run_checkpoint
+from millet.quality.gx import GxProject
 from millet.quality.suites import drift_suite, load_thresholds, severities
 from millet.settings import Settings, get_settings
 from millet.transform import snapshot_path
@@ -31,31 +30,19 @@ def check_features(day: str | date, settings: Settings | None = None) -> dict:
     baseline = drift_baseline(day, settings)
     warming_up = _warming_up(baseline, config["drift"]["warm_up_days"], settings)
     drift = {fam.name: family_drift(fam, day, baseline, settings) for fam in families()}
+    severity, project = severities(config, warming_up), GxProject(settings)
     summary = {name: {"baseline": str(baseline) if baseline else None, "warming_up": warming_up,
-                      **_run_checkpoint(name, table, config, severities(config, warming_up))}
+                      **_run_checkpoint(project, name, table, config, severity, str(day))}
                for name, table in drift.items()}
+    project.build_data_docs()
     _keep_drift(drift, day, settings)
     out = settings.root / "quality" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    raise_alerts(gate_alerts(summary, str(day), str(report_path(str(day), settings))), settings)
     failed = {name: s["failed"] for name, s in summary.items() if not s["success"]}
     if failed:
         raise QualityGateFailed(f"critical data-quality checks failed for {day}: {failed} (details: {out})")
     return summary
-
-
-def gate_alerts(summary: dict, day: str, report: str) -> list[Alert]:
-    """One alert per family and failed check, at the check's severity, naming what failed."""
-    alerts = []
-    for family, outcome in summary.items():
-        for severity, failures in (("critical", outcome["failed"]), ("warning", outcome["warnings"])):
-            for check, names in failures.items():
-                detail = names[0] if check == "population" else f"{len(names)} features beyond the limit"
-                alerts.append(Alert(severity=severity, check=f"snapshot_{check}", dataset=family,
-                                    logical_date=day, summary=detail, counts={"failing": len(names)},
-                                    sample_keys=names[:SAMPLE_KEYS], report=report))
-    return alerts
 
 
 def drift_baseline(day: str | date, settings: Settings) -> date | None:
@@ -96,26 +83,30 @@ def _keep_drift(drift: dict[str, pa.Table], day: str | date, settings: Settings)
     pq.write_table(pa.concat_tables(tables), path)
 
 
-def _run_checkpoint(family: str, drift: pa.Table, config: dict, severity: dict[str, str]) -> dict:
-    outcomes = run_checkpoint(f"{family}_drift", lambda: drift_suite(family, config), drift.to_pandas(),
-                              index_column="feature")
-    failed = {}
-    for outcome in outcomes:
-        if not outcome.success:
-            check = outcome.expectation_config.meta["check"]
-            failed[check] = (severity[check], _failing(check, outcome, drift))
+def _run_checkpoint(project: GxProject, family: str, drift: pa.Table, config: dict, severity: dict[str, str],
+                    day: str) -> dict:
+    """The family's checkpoint over its drift table; each failure alerted by the checkpoint's action."""
+    def describe(check: str, result) -> tuple[str, dict, list[str]]:
+        names = _failing(check, result, drift)
+        detail = names[0] if check == "population" else f"{len(names)} features beyond the limit"
+        return detail, {"failing": len(names)}, names
+
+    outcome = project.run_checkpoint(
+        f"{family}_drift", lambda: drift_suite(family, config), drift.to_pandas(), dataset=family, day=day,
+        prefix="snapshot", severity=severity, describe=describe, index_column="feature")
     return {
-        "success": not any(level == "critical" for level, _ in failed.values()),
+        "success": not outcome.failed,
         "features": drift.num_rows,
-        "evaluated": len(outcomes),
-        "failed": {check: names for check, (level, names) in failed.items() if level == "critical"},
-        "warnings": {check: names for check, (level, names) in failed.items() if level != "critical"},
+        "evaluated": outcome.evaluated,
+        "failed": {check: _failing(check, r, drift) for check, r in outcome.failed.items()},
+        "warnings": {check: _failing(check, r, drift) for check, r in outcome.warnings.items()},
+        "docs": outcome.docs,
     }
 
 
-def _failing(check: str, outcome, drift: pa.Table) -> list[str]:
+def _failing(check: str, result, drift: pa.Table) -> list[str]:
     """The features an expectation found outside its bounds, as GX reports them (index column `feature`);
     for the population check, which holds for the family as a whole, its users against the baseline's."""
     if check == "population":
         return [f"{drift['rows'][0]} users, baseline {drift['baseline_rows'][0]}"]
-    return sorted(row["feature"] for row in outcome.result.get("unexpected_index_list") or [])
+    return sorted(row["feature"] for row in result.result.get("unexpected_index_list") or [])

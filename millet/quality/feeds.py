@@ -1,33 +1,37 @@
 """Raw-feed checks: right after ingestion, one GX checkpoint per landing channel over the day's feed
-profile, one row of figures: whether a drop came at all, its volume against the median of the same weekday
-over the last weeks, its worst quarantine reason, fields the contract does not know, the share excluded
-for consent and the largest rise of an optional field's null rate. Thresholds: expectations/feeds.yml."""
+profile, one row of figures: whether a drop came at all and by the cut-off, its volume against the median
+of the same weekday over the last weeks, its worst quarantine reason, fields the contract does not know,
+the share excluded for consent and the largest rise of an optional field's null rate. Thresholds:
+expectations/feeds.yml."""
 
 from __future__ import annotations
 
 import json
 import statistics
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import duckdb
 import yaml
 
-from millet.alerts import SAMPLE_KEYS, Alert, raise_alerts, report_path
 from millet.contracts import contracts
 from millet.contracts.base import bronze_schema
 from millet.ingest.partition import partition_dir
-from millet.quality.gx import run_checkpoint
+from millet.quality.gx import GxProject
 from millet.settings import Settings, get_settings
 from millet.sqltext import ident, literal
 
 PROFILE_COLUMNS = (
     "drop_present",
+    "hours_late",
     "volume_ratio",
     "quarantine_rate",
     "unknown_fields",
     "consent_exclusion_rate",
     "null_rate_increase",
 )
+
+
+ALERT_COUNTS = ("lines_in", "usual_lines", "quarantine_rate", "null_rate_increase")
 
 
 class FeedCheckFailed(RuntimeError):
@@ -43,13 +47,15 @@ def check_feeds(day: str | date, settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     config = load_feed_thresholds(settings)
     summary = {}
+    project = GxProject(settings)
     for channel in sorted(contracts()):
         profile = feed_profile(channel, str(day), config["thresholds"], settings)
-        summary[channel] = {"profile": profile, **_run_checkpoint(channel, profile, config)}
+        outcome = _run_checkpoint(project, channel, profile, config, str(day))
+        summary[channel] = {"profile": profile, **outcome}
+    project.build_data_docs()
     out = settings.root / "quality" / "feeds" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    raise_alerts(_alerts(summary, str(day), str(report_path(str(day), settings))), settings)
     failed = {channel: s["failed"] for channel, s in summary.items() if s["failed"]}
     if failed:
         raise FeedCheckFailed(f"critical raw-feed checks failed for {day}: {failed} (details: {out})")
@@ -75,9 +81,15 @@ def feed_profile(channel: str, day: str, limits: dict, settings: Settings) -> di
     if usual is not None and (usual < limits["min_usual_lines"] or contracts()[channel].is_consent_feed):
         usual = None
     present = bool(manifest.get("files") or manifest.get("files_quarantined"))
+    cutoff = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), UTC) + timedelta(
+        hours=limits["delivery_cutoff_hours"])
+    landed = manifest.get("delivered_at")
     null_field, null_rise = _null_rate_increase(channel, day, settings)
     return {
         "drop_present": present,
+        "delivered_at": landed,
+        # after the cut-off the night's run had started without it (or waited): late, not missing
+        "hours_late": (datetime.fromisoformat(landed) - cutoff) / timedelta(hours=1) if landed else None,
         "lines_in": lines,
         "usual_lines": usual,
         "volume_ratio": lines / usual if usual and present else None,  # no drop: drop_present says so
@@ -122,15 +134,19 @@ def _null_rate_increase(channel: str, day: str, settings: Settings) -> tuple[str
     return worst, rises[worst]
 
 
-def _run_checkpoint(channel: str, profile: dict, config: dict) -> dict:
+def _run_checkpoint(project: GxProject, channel: str, profile: dict, config: dict, day: str) -> dict:
+    """The channel's checkpoint over its profile; each failure alerted by the checkpoint's action."""
     import pandas as pd
 
+    def describe(check: str, _result) -> tuple[str, dict, list[str]]:
+        detail, keys = _describe(check, profile)
+        return detail, {k: profile[k] for k in ALERT_COUNTS}, keys
+
     frame = pd.DataFrame([{name: profile[name] for name in PROFILE_COLUMNS}])
-    outcomes = run_checkpoint(f"{channel}_feed", lambda: feed_suite(channel, config), frame)
-    severity = config["checks"]
-    failed = [r.expectation_config.meta["check"] for r in outcomes if not r.success]
-    return {"failed": [c for c in failed if severity[c] == "critical"],
-            "warnings": [c for c in failed if severity[c] != "critical"]}
+    outcome = project.run_checkpoint(f"{channel}_feed", lambda: feed_suite(channel, config), frame,
+                                     dataset=channel, day=day, prefix="feed", severity=config["checks"],
+                                     describe=describe)
+    return {"failed": list(outcome.failed), "warnings": list(outcome.warnings), "docs": outcome.docs}
 
 
 def feed_suite(channel: str, config: dict):
@@ -142,6 +158,7 @@ def feed_suite(channel: str, config: dict):
     suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="drop_present", value_set=[True],
                                                           meta={"check": "drop_present"}))
     for column, low, high, check in [
+        ("hours_late", None, 0, "on_time"),
         ("volume_ratio", limits["min_volume_ratio"], limits["max_volume_ratio"], "volume"),
         ("quarantine_rate", None, limits["max_quarantine_rate"], "quarantine_rate"),
         ("unknown_fields", None, 0, "schema_drift"),
@@ -153,33 +170,11 @@ def feed_suite(channel: str, config: dict):
     return suite
 
 
-def _alerts(summary: dict, day: str, report: str) -> list[Alert]:
-    alerts = []
-    for channel, outcome in summary.items():
-        for severity, checks in (("critical", outcome["failed"]), ("warning", outcome["warnings"])):
-            for check in checks:
-                detail, keys = _describe(check, outcome["profile"])
-                alerts.append(
-                    Alert(
-                        severity=severity,
-                        check=f"feed_{check}",
-                        dataset=channel,
-                        logical_date=day,
-                        summary=detail,
-                        counts={
-                            k: outcome["profile"][k]
-                            for k in ("lines_in", "usual_lines", "quarantine_rate", "null_rate_increase")
-                        },
-                        sample_keys=keys[:SAMPLE_KEYS],
-                        report=report,
-                    )
-                )
-    return alerts
-
-
 def _describe(check: str, p: dict) -> tuple[str, list[str]]:
     if check == "drop_present":
         return "no drop arrived for the day", []
+    if check == "on_time":
+        return (f"the drop landed at {p['delivered_at']}, {p['hours_late']:.1f} h after the cut-off", [])
     if check == "volume":
         return f"{p['lines_in']} lines against a usual {p['usual_lines']:g} on this weekday", []
     if check == "quarantine_rate":

@@ -66,9 +66,11 @@ def _check_outcomes(day: date, settings: Settings) -> str:
             failed, warned = outcome["failed"], outcome["warnings"]
             state = "critical" if failed else "warning" if warned else "ok"
             checks = html.escape(", ".join([*failed, *warned]))
+            docs = outcome.get("docs")
+            link = f"<a href=\"{html.escape(docs)}\">GX validation</a>" if docs else ""
             rows.append(f"<tr><td>{stage}</td><td>{html.escape(dataset)}</td>"
-                        f"<td class={state}>{state}</td><td>{checks}</td></tr>")
-    head = "<tr><th>stage</th><th>dataset</th><th>outcome</th><th>checks</th></tr>"
+                        f"<td class={state}>{state}</td><td>{checks}</td><td>{link}</td></tr>")
+    head = "<tr><th>stage</th><th>dataset</th><th>outcome</th><th>checks</th><th>Data Docs</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
@@ -29,6 +30,7 @@ from millet.simulate.population import Population, make_population
 
 NO_FAULTS = Faults()
 CHUNK_USERS = 250_000
+DELIVERED_AFTER_DAY_END = timedelta(minutes=30)  # the partners' nightly export lands then
 CHANNEL_SEED = {name: i + 1 for i, name in enumerate([*GENERATORS, "loans", "bank_repayments", "consent"])}
 
 
@@ -134,7 +136,8 @@ class _Drop:
         # Every empty file, a quiet day's included: ingestion cannot tell them apart, and need not.
         self.log[channel] |= {"files_truncated": sum(truncate for *_, truncate in jobs),
                               "files_empty": sum(len(lines) == 0 for _, lines, _ in jobs)}
-        return list(self.pool.map(lambda job: write_drop(*job), jobs))
+        landed = delivery_time(self.day)
+        return list(self.pool.map(lambda job: write_drop(*job, delivered_at=landed), jobs))
 
 
 def _split_by_day(records: dict):
@@ -160,12 +163,21 @@ def _lines(columns: dict, channel: str) -> pa.Array:
     return con.sql(sql).to_arrow_table().column(0).combine_chunks()
 
 
-def write_drop(path: Path, lines: pa.Array | list[str], truncate: bool = False) -> Path:
+def delivery_time(day: date) -> datetime:
+    """When the partners' drop of `day` lands: shortly after the day ends (UTC)."""
+    return datetime.combine(day + timedelta(days=1), time(), UTC) + DELIVERED_AFTER_DAY_END
+
+
+def write_drop(path: Path, lines: pa.Array | list[str], truncate: bool = False,
+               delivered_at: datetime | None = None) -> Path:
+    """A gzipped JSON-lines part file; `delivered_at` stamps it (its mtime) with when it landed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = _jsonl_bytes(pa.array(lines, pa.string()) if isinstance(lines, list) else lines)
     # mtime=0 keeps the clock out of the gzip header: same inputs, same bytes.
     data = gzip.compress(body, compresslevel=1, mtime=0)
     path.write_bytes(data[: len(data) // 2] if truncate else data)
+    if delivered_at is not None:
+        os.utime(path, (delivered_at.timestamp(), delivered_at.timestamp()))
     return path
 
 

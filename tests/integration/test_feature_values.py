@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from unittest import mock
 
 import pyarrow.parquet as pq
@@ -334,6 +335,9 @@ def test_the_nightly_report_shows_its_plots_in_chromium(world, tmp_path):
         assert f'aria-label="{channel}"' in dom, channel
     assert "repayments" in dom and "not booked by the bank" in dom  # the lost sync day, 6 days back
     assert "CONSOLE" not in logged and "Uncaught" not in logged, logged[-2000:]
+    docs = re.findall(r'<a href="file://([^"]+)">GX validation</a>', dom)  # each check's Data Docs page
+    assert len(docs) == len(contracts()) + len({f.family for f in all_features()})
+    assert all(Path(page).is_file() and "Validation Result" in Path(page).read_text() for page in docs)
     blank_shot, _, _ = render(blank, tmp_path)
     assert screenshot.stat().st_size > 5 * blank_shot.stat().st_size  # plots, not an empty page
 

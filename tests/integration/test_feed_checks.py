@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from pydantic import SecretStr
@@ -17,7 +19,7 @@ from millet.ingest import ingest_channel_day
 from millet.quality.feeds import FeedCheckFailed, check_feeds, load_feed_thresholds
 from millet.settings import Settings
 from millet.simulate import simulate
-from millet.simulate.run import write_drop
+from millet.simulate.run import delivery_time, write_drop
 from tests.conftest import TEST_KEY
 from tests.helpers import landing_lines
 
@@ -41,10 +43,12 @@ def history(tmp_path_factory) -> Settings:
     return settings
 
 
-def _replace_drop(settings: Settings, channel: str, lines: list[str]) -> None:
+def _replace_drop(settings: Settings, channel: str, lines: list[str], late_h: float = 0) -> None:
+    """The day's drop of `channel` replaced by `lines`, landed on time or `late_h` hours late."""
     folder = settings.landing_dir / channel / f"dt={LAST}"
     shutil.rmtree(folder)
-    write_drop(folder / "part-0000.jsonl.gz", lines)
+    landed = delivery_time(LAST) + timedelta(hours=late_h)
+    write_drop(folder / "part-0000.jsonl.gz", lines, delivered_at=landed)
 
 
 def test_each_feed_fault_is_alerted_at_its_severity_and_a_critical_one_stops_the_day(
@@ -52,7 +56,8 @@ def test_each_feed_fault_is_alerted_at_its_severity_and_a_critical_one_stops_the
     limits = load_feed_thresholds(history)["thresholds"]
     day = str(LAST)
     # device: no drop at all. payments: a third of its usual lines. appstore: a field the contract does not
-    # know on every line. commerce: a spike of lines cut short (quarantined as malformed).
+    # know on every line. commerce: a spike of lines cut short (quarantined as malformed). forum: its drop
+    # landed three hours after the cut-off.
     shutil.rmtree(history.landing_dir / "device" / f"dt={day}")
     payments = landing_lines(history.landing_dir, "payments", day)
     usual = len(landing_lines(history.landing_dir, "payments", str(START)))
@@ -65,6 +70,10 @@ def test_each_feed_fault_is_alerted_at_its_severity_and_a_critical_one_stops_the
     spike = len(commerce) // 10 + 1
     assert spike / (len(commerce) + spike) > limits["max_quarantine_rate"]
     _replace_drop(history, "commerce", commerce + [ln[: len(ln) // 2] for ln in commerce[:spike]])
+    cutoff = datetime.combine(LAST + timedelta(days=1), time(), UTC) + timedelta(
+        hours=limits["delivery_cutoff_hours"])
+    to_cutoff_h = (cutoff - delivery_time(LAST)) / timedelta(hours=1)
+    _replace_drop(history, "forum", landing_lines(history.landing_dir, "forum", day), late_h=to_cutoff_h + 3)
     _ingest(history, LAST)
     settings = history.model_copy(update={
         "alert_webhook_url": SecretStr(webhook.url), "alert_smtp_host": "127.0.0.1",
@@ -79,11 +88,16 @@ def test_each_feed_fault_is_alerted_at_its_severity_and_a_critical_one_stops_the
         ("feed_volume", "payments"): "critical",
         ("feed_schema_drift", "appstore"): "warning",
         ("feed_quarantine_rate", "commerce"): "warning",
+        ("feed_on_time", "forum"): "warning",
     }
+    assert "3.0 h after the cut-off" in posted[("feed_on_time", "forum")]["summary"]
     assert posted[("feed_schema_drift", "appstore")]["sample_keys"] == ["promo_channel"]
     assert "malformed" in posted[("feed_quarantine_rate", "commerce")]["summary"]
     assert all(a["logical_date"] == day for a in posted.values())
     assert len(mailbox.all()) == len(posted)  # the same alerts by e-mail
+    for (check, channel), alert in posted.items():  # each links to its validation's GX Data Docs page
+        page = Path(urlparse(alert["docs"]).path)
+        assert page.is_relative_to(settings.root) and f"raw_feed__{channel}" in page.read_text(), check
     logged = [json.loads(line) for line in alert_log(settings).read_text().splitlines()]
     assert {(r["check"], r["dataset"]) for r in logged} == set(posted)
 
