@@ -182,14 +182,16 @@ def test_a_failed_critical_check_stops_publication_and_is_alerted(nightly, webho
     assert any(s.startswith("[CRITICAL] Millet snapshot_population on commerce") for s in mailed), mailed
 
 
-def test_drift_in_one_feature_warns_while_warming_up_and_is_critical_after(nightly, webhook, tmp_path):
+def test_drift_in_one_feature_warns_while_warming_up_and_is_critical_after(
+        nightly, webhook, mailbox, tmp_path):
     """One feature of a day's snapshot tripled, every other feature unchanged, measured against the day
     before: the drift alert names that feature alone; with the shipped thresholds (history still shorter
     than the longest window) it is a warning, with the warm-up over it is critical and stops the gate."""
     drifted, day = "payments__amount_paid_sum_30d", "2026-04-01"
     planted = {family: snapshot_path(family, day) for family in {f.family for f in all_features()}}
-    settings = nightly.model_copy(update={"drift_baseline_date": date.fromisoformat(DAYS[-1]),
-                                          "alert_webhook_url": SecretStr(webhook.url)})
+    settings = nightly.model_copy(update={
+        "drift_baseline_date": date.fromisoformat(DAYS[-1]), "alert_webhook_url": SecretStr(webhook.url),
+        "alert_smtp_host": "127.0.0.1", "alert_smtp_port": mailbox.port, "alert_email_to": "oncall@x.test"})
     warmed_up = tmp_path / "expectations"
     shutil.copytree(nightly.expectations_dir, warmed_up)
     thresholds = yaml.safe_load((warmed_up / "features.yml").read_text())
@@ -216,6 +218,8 @@ def test_drift_in_one_feature_warns_while_warming_up_and_is_critical_after(night
     severe = [(a["severity"], a["sample_keys"]) for a in (p["millet"] for p in webhook.all())
               if a["check"] == "snapshot_drift_severe"]
     assert severe == [("warning", [drifted]), ("critical", [drifted])]
+    mailed = [m["Subject"] for m in mailbox.all() if "snapshot_drift_severe on payments" in m["Subject"]]
+    assert sorted(mailed)[0].startswith("[CRITICAL]") and sorted(mailed)[1].startswith("[WARNING]"), mailed
 
 
 def _stamped(snapshot: pa.Table, closes: datetime) -> pa.Table:
