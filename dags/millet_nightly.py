@@ -16,7 +16,7 @@ Wiring only: every task calls a function of the `millet` package, imported insid
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from millet.alerts import task_failed
 from millet.settings import get_settings
@@ -32,6 +32,9 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
     max_active_runs=1,
     doc_md=__doc__,
     tags=["millet", "features", "credit-risk"],
+    params={"rebase": Param(False, type="boolean", description="Rebuild every window and the loan book "
+                            "from history instead of rolling yesterday's state forward, and compare the two "
+                            "(also done every MILLET_REBASE_EVERY_DAYS days).")},
     default_args={
         "depends_on_past": True,
         "retries": _settings.task_retries,
@@ -68,10 +71,10 @@ def millet_nightly():
         return check(ds)
 
     @task
-    def build_features(feeds: dict, ds: str | None = None) -> dict:
+    def build_features(feeds: dict, ds: str | None = None, params: dict | None = None) -> dict:
         from millet.transform import build_features as build
 
-        return build(ds)
+        return build(ds, rebase=params["rebase"])
 
     @task
     def check_features(snapshots: dict, ds: str | None = None) -> dict:

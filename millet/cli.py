@@ -54,7 +54,11 @@ def show_contracts(
 
 
 @app.command()
-def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM-DD.")]) -> None:
+def run(
+    date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM-DD.")],
+    rebase: Annotated[bool, typer.Option(help="Rebuild the carried state (windows, loan book) from history "
+                                              "and compare it with the rolled one.")] = False,
+) -> None:
     """One run of the millet_nightly DAG through Airflow for a logical date."""
     from millet.alerts import alert_log, report_path
     from millet.orchestrate import DagRunFailed, run_dag, run_log
@@ -62,7 +66,7 @@ def run(date_: Annotated[str, typer.Option("--date", help="Logical date, YYYY-MM
     settings, day = get_settings(), _date(date_)
     quality = f"quality report: {report_path(str(day), settings)}; alerts: {alert_log(settings)}"
     try:
-        run_dag(day, settings)
+        run_dag(day, settings, rebase=rebase)
     except DagRunFailed as exc:
         _fail(f"{exc}\n{quality}")
     typer.echo(f"millet_nightly for {day}: success; log: {run_log(day, settings)}")

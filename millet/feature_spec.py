@@ -47,6 +47,7 @@ class Family:
 
 
 def feature_name(family: str, metric: str, agg: str, window: int) -> str:
+    """The one place Python spells a feature's name; dbt's `feature_column` macro spells it for SQL."""
     return f"{family}__{metric}_{agg}_{window}d"
 
 
@@ -84,8 +85,8 @@ def _family(model: dict) -> Family:
             ]
             if agg in TRENDED:
                 features += [
-                    Feature(name=f"{family}__{metric['name']}_{agg}_trend_{short}d_{long}d", agg="trend",
-                            window_days=short, dtype=AGG_DTYPE["trend"], **common,
+                    Feature(name=feature_name(family, metric["name"], f"{agg}_trend_{short}d", long),
+                            agg="trend", window_days=short, dtype=AGG_DTYPE["trend"], **common,
                             description=f"{metric['description']}: daily pace over the last {short} days "
                                         f"against the last {long} days (1 = steady).")
                     for short, long in spec.get("trends", [])

@@ -57,8 +57,9 @@ def _refuse_another_airflow_home(settings: Settings) -> None:
                            f"data root ({settings.root}) need a process of their own")
 
 
-def run_dag(day: date | str, settings: Settings | None = None) -> str:
+def run_dag(day: date | str, settings: Settings | None = None, rebase: bool = False) -> str:
     """One DAG run for logical date `day` with these settings; returns "success" or raises DagRunFailed.
+    `rebase`: the run's `rebase` param (rebuild the carried state from history, and compare).
 
     Airflow's output (and dbt's, GX's and Feast's inside the tasks) goes to a log file whose path every
     failure names, with the day and the failed tasks."""
@@ -68,7 +69,7 @@ def run_dag(day: date | str, settings: Settings | None = None) -> str:
     with _output_to(log):
         dag = load_dag(settings)
         _refuse_after_an_unfinished_day(day)
-        run = dag.test(logical_date=_midnight(day))
+        run = dag.test(logical_date=_midnight(day), run_conf={"rebase": rebase})
     if run.state != "success":
         failed = ", ".join(_failed_tasks(run)) or "no task failed; the run itself did not finish"
         raise DagRunFailed(f"{DAG_ID} for {day} ended {run.state} ({failed}); see {log}")

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         "(on or before the as-of date) are deleted after a build, so a mistyped date deletes no history "
         "(training sets need it: keep it long); 0 keeps every snapshot."
     )
+    rebase_every_days: int = Field(
+        7, description="Every this many days (as-of days whose ordinal is a multiple of it) the nightly "
+        "build rebuilds every window from the daily partials instead of rolling yesterday's state forward, "
+        "and compares the two (a warning alert on any difference); 0: only on demand (`millet run --rebase`) "
+        "and when yesterday's state is missing.")
+    state_retention_days: int = Field(
+        7, description="Rolling window state files older than this many days before the as-of day are "
+        "deleted after a build: only yesterday's is read; a week lets a recent night be re-run without a "
+        "re-base.")
     # ---- alerts: always to alerts/alerts.jsonl under the data root; also to each sink set here ----
     alert_webhook_url: SecretStr | None = Field(
         None, description="Slack-compatible incoming webhook (JSON with `text`); it carries a token, so "
@@ -155,6 +164,10 @@ class Settings(BaseSettings):
         return self.root / "snapshots"
 
     @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
     def reconciliation_dir(self) -> Path:
         return self.root / "quality" / "reconciliation"
 
@@ -188,12 +201,18 @@ class Settings(BaseSettings):
         return _read_or_create_key(self.secrets_dir / "pseudonym.key")
 
     # ---- what the tools read ------------------------------------------------------------
+    def duckdb_config(self, **overrides) -> dict:
+        """The settings of every DuckDB connection Millet opens itself (dbt's come from profiles.yml)."""
+        return {"memory_limit": self.duckdb_memory_limit, "threads": self.duckdb_threads,
+                "disabled_optimizers": self.duckdb_disabled_optimizers, **overrides}
+
     def environ(self) -> dict[str, str]:
         """Environment for dbt (`env_var`) and Feast (`${VAR}`); Settings itself never reads these."""
         return {
             "MILLET_BRONZE_DIR": str(self.bronze_dir),
             "MILLET_SNAPSHOTS_DIR": str(self.snapshots_dir),
             "MILLET_RECONCILIATION_DIR": str(self.reconciliation_dir),
+            "MILLET_STATE_DIR": str(self.state_dir),
             "MILLET_WAREHOUSE_PATH": str(self.warehouse_path),
             "MILLET_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "MILLET_DUCKDB_THREADS": str(self.duckdb_threads),

@@ -1,47 +1,74 @@
 {#- Expand a mart's `meta.features` spec (see _features__models.yml) into one row per user with every
-    <family>__<metric>_<agg>_<window>d column and the <...>_<agg>_trend_<short>d_<long>d ratios.
-    Reads only arrival days <= as_of: what the lender knew when the day closed. -#}
+    <family>__<metric>_<agg>_<window>d column and the <...>_<agg>_trend_<short>d_<long>d ratios, read
+    from the family's rolling window state (rolling_window_state.sql): what the lender knew when the
+    as-of day closed. -#}
 
-{% macro windowed_features(daily_models) %}
-{%- set as_of = "date '" ~ var('as_of') ~ "'" -%}
+{#- `also_users`: a relation whose users get a row even without a window (0 counts, NULL elsewhere). -#}
+{% macro windowed_features(state_model, also_users=none) %}
+{%- set as_of = var('as_of') -%}
 {#- The spec lives in the model's config, which is only filled in once dbt executes. -#}
 {%- set spec = model.config.meta['features'] if execute else {'family': '', 'windows': [], 'metrics': []} -%}
-{%- set models = [daily_models] if daily_models is string else daily_models -%}
-with daily as (
-    select * from {{ _recent_arrivals(models[0], as_of) }}
-    {%- for other in models[1:] %}
-    full join {{ _recent_arrivals(other, as_of) }} using (user_key, arrived_on, event_date)
-    {%- endfor %}
-)
-
 select
     user_key,
-    cast({{ as_of }} + interval 1 day as timestamptz) as event_timestamp,
+    cast({{ day_literal(days_before(as_of, -1)) }} as timestamptz) as event_timestamp,  {#- the instant the day closed #}
 {%- for metric in expand_metrics(spec) %}
   {%- for agg, source in metric['aggs'].items() %}
     {%- for window in spec['windows'] %}
-    {{ window_aggregate(agg, source, window, as_of) }} as {{ spec['family'] }}__{{ metric['name'] }}_{{ agg }}_{{ window }}d,
+    {{ window_feature(spec, metric, agg, source, window) }} as {{ feature_column(spec, metric, agg, window) }},
     {%- endfor %}
     {%- if agg in ('count', 'sum') %}
       {%- for short, long in spec.get('trends', []) %}
-    {{ trend_ratio(source, short, long, as_of) }} as {{ spec['family'] }}__{{ metric['name'] }}_{{ agg }}_trend_{{ short }}d_{{ long }}d,
+    {{ trend_ratio(source, short, long) }} as {{ feature_column(spec, metric, agg ~ '_trend_' ~ short ~ 'd', long) }},
       {%- endfor %}
     {%- endif %}
   {%- endfor %}
 {%- endfor %}
-from daily
-group by user_key
+{%- if also_users %}
+from (select user_key from {{ ref(state_model) }} union select user_key from {{ also_users }}) as spine
+left join {{ ref(state_model) }} using (user_key)
+{%- else %}
+from {{ ref(state_model) }}
+{%- endif %}
 order by user_key  {#- a stable order: re-running a date rewrites the same file #}
 {% endmacro %}
 
 
-{% macro _recent_arrivals(daily_model, as_of) %}
-(
-    select * from {{ ref(daily_model) }}
-    where arrived_on <= {{ as_of }}
-      and event_date <= {{ as_of }}
-      and event_date > {{ as_of }} - {{ var('max_window_days') }}
-)
+{#- The one place a feature's column name is spelled in SQL (millet.feature_spec spells it for Python). -#}
+{% macro feature_column(spec, metric, agg, window) -%}
+{{ return(spec['family'] ~ '__' ~ metric['name'] ~ '_' ~ agg ~ '_' ~ window ~ 'd') }}
+{%- endmacro %}
+
+
+{#- One windowed feature from the state: totals are fixed point (state_units), a mean or share is the
+    ratio of two totals, days since the last active day counts only inside the window; max, days_active
+    and distinct were aggregated by the state model under the feature's own name. -#}
+{% macro window_feature(spec, metric, agg, source, window) %}
+{%- set as_of = var('as_of') -%}
+{%- if agg == 'count' -%}
+    cast(coalesce({{ total_column(source, window) }}, 0) / {{ state_units() }} as {{ dbt.type_int() }})
+{%- elif agg == 'sum' -%}
+    cast(coalesce({{ total_column(source, window) }}, 0) / {{ state_units() }}.0 as {{ dbt.type_float() }})
+{%- elif agg in ('mean', 'share') -%}
+    cast(cast({{ total_column(source[0], window) }} as {{ dbt.type_float() }}) / nullif({{ total_column(source[1], window) }}, 0) as {{ dbt.type_float() }})
+{%- elif agg == 'days_since_last' -%}
+    cast(case when {{ last_active_column(source) }} > {{ day_literal(days_before(as_of, window)) }}
+              then {{ dbt.datediff(last_active_column(source), day_literal(as_of), 'day') }} end as {{ dbt.type_int() }})
+{%- elif agg == 'max' -%}
+    {{ feature_column(spec, metric, agg, window) }}
+{%- elif agg in ('days_active', 'distinct') -%}
+    cast(coalesce({{ feature_column(spec, metric, agg, window) }}, 0) as {{ dbt.type_int() }})
+{%- else -%}
+    {{ exceptions.raise_compiler_error("unknown aggregation '" ~ agg ~ "' in the feature spec") }}
+{%- endif -%}
+{% endmacro %}
+
+
+{#- Recent pace against the longer run: (total over `short` days / short) / (total over `long` / long). -#}
+{% macro trend_ratio(source, short, long) %}
+    cast(
+        (cast(coalesce({{ total_column(source, short) }}, 0) as {{ dbt.type_float() }}) / {{ short }})
+        / nullif(cast({{ total_column(source, long) }} as {{ dbt.type_float() }}) / {{ long }}, 0)
+    as {{ dbt.type_float() }})
 {%- endmacro %}
 
 
@@ -73,35 +100,6 @@ order by user_key  {#- a stable order: re-running a date rewrites the same file 
   {{ return(source | map('replace', '{category}', category) | list) }}
 {%- endif -%}
 {% endmacro %}
-
-
-{% macro window_aggregate(agg, source, window, as_of) %}
-{%- set in_window = "event_date > " ~ as_of ~ " - " ~ window -%}
-{%- if agg in ('count', 'sum') -%}
-    cast(coalesce(sum({{ source }}) filter (where {{ in_window }}), 0) as {{ 'integer' if agg == 'count' else 'float' }})
-{%- elif agg in ('mean', 'share') -%}
-    cast(coalesce(sum({{ source[0] }}) filter (where {{ in_window }}), 0) / nullif(sum({{ source[1] }}) filter (where {{ in_window }}), 0) as float)
-{%- elif agg == 'max' -%}
-    cast(max({{ source }}) filter (where {{ in_window }}) as float)
-{%- elif agg == 'days_since_last' -%}
-    cast({{ as_of }} - max(event_date) filter (where {{ in_window }} and {{ source }} > 0) as integer)
-{%- elif agg == 'days_active' -%}
-    cast(count(distinct event_date) filter (where {{ in_window }} and {{ source }} > 0) as integer)
-{%- elif agg == 'distinct' -%}
-    cast(coalesce(len(list_distinct(flatten(list({{ source }}) filter (where {{ in_window }})))), 0) as integer)
-{%- else -%}
-    {{ exceptions.raise_compiler_error("unknown aggregation '" ~ agg ~ "' in the feature spec") }}
-{%- endif -%}
-{% endmacro %}
-
-
-{#- Recent pace against the longer run: (total over `short` days / short) / (total over `long` / long). -#}
-{% macro trend_ratio(source, short, long, as_of) %}
-    cast(
-        (coalesce(sum({{ source }}) filter (where event_date > {{ as_of }} - {{ short }}), 0) / {{ short }})
-        / nullif(sum({{ source }}) filter (where event_date > {{ as_of }} - {{ long }}) / {{ long }}, 0)
-    as float)
-{%- endmacro %}
 
 
 {% macro snapshot_location(family) %}

@@ -79,11 +79,8 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
 def _connection(settings: Settings):
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.scratch_dir, prefix="ingest-") as spill:
-        con = duckdb.connect(config={
-            "memory_limit": settings.ingest_memory_limit, "threads": settings.duckdb_threads,
-            "temp_directory": spill, "preserve_insertion_order": False,
-            "disabled_optimizers": settings.duckdb_disabled_optimizers,
-        })
+        con = duckdb.connect(config=settings.duckdb_config(
+            memory_limit=settings.ingest_memory_limit, temp_directory=spill, preserve_insertion_order=False))
         con.execute("set TimeZone = 'UTC'")
         try:
             yield con

@@ -65,9 +65,8 @@ def family_drift(family: Family, day: str | date, baseline: date | None, setting
     base_path = snapshot_path(family.name, baseline, settings) if baseline else None
     if base_path is None or not base_path.exists():
         features = []  # the first day, or the baseline pruned: nothing to compare with
-    duckdb_config = {"memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads,
-                     "disabled_optimizers": settings.duckdb_disabled_optimizers}
-    return feature_drift(snapshot_path(family.name, day, settings), base_path, features, duckdb_config)
+    return feature_drift(snapshot_path(family.name, day, settings), base_path, features,
+                         settings.duckdb_config())
 
 
 def drift_path(day: str | date, settings: Settings):

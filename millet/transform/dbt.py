@@ -1,5 +1,11 @@
 """Build the feature snapshot for one as-of date with dbt's programmatic runner.
 
+Each family's windows roll forward from yesterday's state (dbt's models/state, see
+macros/rolling_window_state.sql). They are rebuilt from the daily partials instead when yesterday's
+state is missing (the first night, a gap), on demand, and on a schedule (`rebase_every_days`); a
+scheduled or requested re-base also rolls the state forward first and compares the two, and any
+difference is alerted: it would mean a rolled value had been wrong.
+
 A successful build leaves a record, manifests/features/dt=<day>.json. Old snapshots are pruned relative
 to the latest recorded build on or before the as-of day, never relative to the date a person typed: a
 date typed far ahead (the build for it succeeds on whatever bronze there is) cannot delete history.
@@ -12,6 +18,7 @@ import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from millet.alerts import Alert, raise_alerts
 from millet.feature_spec import families
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.settings import Settings, get_settings
@@ -36,25 +43,85 @@ def reconciliation_path(day: str | date, settings: Settings) -> Path:
     return partition_dir(settings.reconciliation_dir, str(day)) / PART_FILE
 
 
-def build_features(day: str | date, settings: Settings | None = None, full_refresh: bool = False) -> dict:
+def state_models(settings: Settings) -> list[str]:
+    """The dbt models that carry state from one night to the next (models/state)."""
+    return sorted(p.stem for p in (settings.dbt_project_dir / "models" / "state").rglob("*.sql"))
+
+
+def state_path(model: str, day: str | date, settings: Settings) -> Path:
+    """Where dbt's `state_location` macro writes a state model's file for `day`."""
+    return partition_dir(settings.state_dir / model, str(day)) / PART_FILE
+
+
+def build_features(day: str | date, settings: Settings | None = None, full_refresh: bool = False,
+                   rebase: bool = False) -> dict:
     """`dbt build` (models and their tests) for as-of `day`; returns each family's snapshot path.
-    Refuses an as-of day after today (UTC) before anything runs."""
+    `rebase` (or `full_refresh`, or a scheduled re-base day) rebuilds every window from the daily
+    partials. Refuses an as-of day after today (UTC) before anything runs."""
     settings = settings or get_settings()
     day = as_of_date(day)
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     paths = {fam.name: snapshot_path(fam.name, day, settings) for fam in families()}
-    for path in [*paths.values(), reconciliation_path(day, settings)]:
+    states = {model: state_path(model, day, settings) for model in state_models(settings)}
+    for path in [*paths.values(), *states.values(), reconciliation_path(day, settings)]:
         path.parent.mkdir(parents=True, exist_ok=True)  # DuckDB's COPY does not create folders
-    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days}
-    args = ["build", "--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]
-    if full_refresh:
-        args.append("--full-refresh")
-    _invoke(args)
+    can_roll = all(state_path(model, day - timedelta(days=1), settings).exists() for model in states)
+    rebase = rebase or full_refresh or is_rebase_day(day, settings) or not can_roll
+    rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
+    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase}
+    _invoke(["build", "--vars", json.dumps(dbt_vars), *_dbt_dirs(settings),
+             *(["--full-refresh"] if full_refresh else [])])
+    differences = _compare_with_rolled(day, rolled, states, settings) if rolled else None
     prune_snapshots(day, settings)  # before this build is recorded: it is not yet a run to prune from
+    prune_state(day, settings)
     built = {name: str(path) for name, path in paths.items()}
-    record_build(day, built, settings)
+    record_build(day, built, settings, state="rebuilt" if rebase else "rolled", rolled_vs_rebuilt=differences)
     return built
+
+
+def is_rebase_day(day: date, settings: Settings) -> bool:
+    """A scheduled re-base: every `rebase_every_days` days (as-of days whose ordinal is a multiple)."""
+    return settings.rebase_every_days > 0 and day.toordinal() % settings.rebase_every_days == 0
+
+
+def _roll_aside(day: date, states: dict[str, Path], settings: Settings) -> dict[str, Path]:
+    """Roll the state forward as on any night (and the intermediate models it reads), then move it aside
+    for the comparison with the re-based state."""
+    dbt_vars = {"as_of": str(day), "rebase": False}
+    _invoke(["run", "--select", "+path:models/state", "--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)])
+    aside = {}
+    for model, path in states.items():
+        aside[model] = path.with_name("rolled.parquet")
+        path.replace(aside[model])
+    return aside
+
+
+def _compare_with_rolled(day: date, rolled: dict[str, Path], states: dict[str, Path],
+                         settings: Settings) -> dict[str, int]:
+    """Rows that differ between the rolled and the re-based state, per state model; a warning alert for
+    each model with any (the re-based values are the ones published)."""
+    differences = {model: state_differences(rolled[model], states[model], settings) for model in states}
+    for path in rolled.values():
+        path.unlink()
+    alerts = [Alert(severity="warning", check="rolled_state_matches_rebuild", dataset=model,
+                    logical_date=str(day), counts={"rows_differing": count},
+                    summary=f"{count} rows of the state carried from yesterday differed from a full "
+                            "recomputation; the recomputed values were published (a bug in rolling the "
+                            "state forward: earlier nights may have been wrong)")
+              for model, count in differences.items() if count]
+    raise_alerts(alerts, settings)
+    return differences
+
+
+def state_differences(left: Path, right: Path, settings: Settings) -> int:
+    """Rows of one state file not in the other, both ways (as multisets)."""
+    import duckdb
+
+    a, b = f"read_parquet('{left}')", f"read_parquet('{right}')"
+    with duckdb.connect(config=settings.duckdb_config()) as con:
+        return con.execute(f"select count(*) from ((from {a} except all from {b}) "
+                       f"union all (from {b} except all from {a}))").fetchone()[0]
 
 
 def as_of_date(day: str | date) -> date:
@@ -71,12 +138,17 @@ def _builds_dir(settings: Settings) -> Path:
     return settings.manifests_dir / "features"
 
 
-def record_build(day: str | date, snapshots: dict[str, str], settings: Settings) -> Path:
-    """Note that the build for `day` succeeded (dbt's models and tests), with the snapshots it wrote."""
+def record_build(day: str | date, snapshots: dict[str, str], settings: Settings, **details) -> Path:
+    """Note that the build for `day` succeeded (dbt's models and tests), with the snapshots it wrote
+    and `details` (how its windows were computed)."""
     path = _builds_dir(settings) / f"dt={day}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"as_of": str(day), "snapshots": snapshots}, indent=2) + "\n")
+    path.write_text(json.dumps({"as_of": str(day), "snapshots": snapshots, **details}, indent=2) + "\n")
     return path
+
+
+def read_build(day: str | date, settings: Settings) -> dict:
+    return json.loads((_builds_dir(settings) / f"dt={day}.json").read_text())
 
 
 def latest_build(on_or_before: str | date, settings: Settings) -> date | None:
@@ -101,9 +173,20 @@ def prune_snapshots(day: str | date, settings: Settings) -> list[Path]:
     if settings.snapshot_retention_days <= 0 or latest is None:
         return []
     oldest = latest - timedelta(days=settings.snapshot_retention_days)
+    return _remove_partitions_before(oldest, [settings.snapshots_dir / fam.name for fam in families()])
+
+
+def prune_state(day: date, settings: Settings) -> list[Path]:
+    """Delete each state model's files dated more than `state_retention_days` before `day`: only
+    yesterday's is read; the rest lets a recent night be re-run without a re-base."""
+    oldest = day - timedelta(days=settings.state_retention_days)
+    return _remove_partitions_before(oldest, [settings.state_dir / m for m in state_models(settings)])
+
+
+def _remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
     removed = []
-    for fam in families():
-        for folder in (settings.snapshots_dir / fam.name).glob("dt=*"):
+    for root in folders:
+        for folder in root.glob("dt=*"):
             if date.fromisoformat(folder.name.removeprefix("dt=")) < oldest:
                 shutil.rmtree(folder)
                 removed.append(folder)

@@ -19,7 +19,9 @@ from millet.feature_spec import all_features
 from millet.orchestrate import load_dag, run_dag
 from millet.quality import QualityGateFailed, check_features
 from millet.serving import online_features, open_store
+from millet.settings import get_settings
 from millet.transform import snapshot_path
+from millet.transform.dbt import is_rebase_day, read_build, state_models
 from tests.conftest import TEST_KEY
 from tests.e2e.conftest import DAYS
 from tests.helpers import decoded_strings, hmac_key, landing_lines, parsed_rows
@@ -292,3 +294,17 @@ def test_behaviour_of_users_who_declined_never_reaches_bronze_but_their_loans_do
     loan_rows = [r for day in DAYS for r in parsed_rows(landing_lines(nightly.landing_dir, "loans", day))[0]]
     declined_borrowers = {hmac_key(r["account_id"], TEST_KEY) for r in loan_rows} & declined
     assert declined_borrowers and declined_borrowers <= loans
+
+
+def test_a_scheduled_re_base_runs_from_the_dag_and_finds_the_rolled_state_right(nightly, monkeypatch):
+    day = DAYS[-1]
+    assert read_build(day, nightly)["state"] == "rolled"  # the fixture's second night rolled forward
+    monkeypatch.setenv("MILLET_REBASE_EVERY_DAYS", "2")  # restored after the test
+    settings = get_settings()
+    assert is_rebase_day(date.fromisoformat(day), settings)  # 2026-01-02's ordinal is even
+
+    assert run_dag(day, settings) == "success"
+
+    record = read_build(day, nightly)
+    assert record["state"] == "rebuilt"
+    assert record["rolled_vs_rebuilt"] == {model: 0 for model in state_models(nightly)}

@@ -7,7 +7,7 @@
 {%- for metric in (expand_metrics(spec) if execute else []) -%}
   {%- for agg in metric['aggs'] -%}
     {%- for window in spec['windows'] -%}
-      {%- set column = spec['family'] ~ '__' ~ metric['name'] ~ '_' ~ agg ~ '_' ~ window ~ 'd' -%}
+      {%- set column = feature_column(spec, metric, agg, window) -%}
       {%- if agg == 'share' -%}
         {%- do checks.append(column ~ ' not between 0 and 1') -%}
       {%- elif agg == 'days_since_last' -%}
@@ -20,7 +20,7 @@
     {%- endfor -%}
     {%- if agg in ('count', 'sum') -%}
       {%- for short, long in spec.get('trends', []) -%}
-        {%- do checks.append(spec['family'] ~ '__' ~ metric['name'] ~ '_' ~ agg ~ '_trend_' ~ short ~ 'd_' ~ long ~ 'd < 0') -%}
+        {%- do checks.append(feature_column(spec, metric, agg ~ '_trend_' ~ short ~ 'd', long) ~ ' < 0') -%}
       {%- endfor -%}
     {%- endif -%}
   {%- endfor -%}

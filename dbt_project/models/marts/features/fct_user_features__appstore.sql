@@ -1,3 +1,3 @@
 {{ config(location=snapshot_location('appstore')) }}
 
-{{ windowed_features('int_appstore__user_daily') }}
+{{ windowed_features('state_appstore__windows') }}

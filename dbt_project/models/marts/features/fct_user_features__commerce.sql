@@ -1,3 +1,3 @@
 {{ config(location=snapshot_location('commerce')) }}
 
-{{ windowed_features('int_commerce__user_daily') }}
+{{ windowed_features('state_commerce__windows') }}

@@ -1,52 +1,20 @@
 {{ config(location=snapshot_location('credit')) }}
 
-{#- Windowed activity from the app's loan records and the bank's repayment feed, plus each user's loan
-    book as of the day (`state` in the spec): what was outstanding, how late, what the bank confirmed. -#}
+{#- Windowed activity from the app's loan records and the bank's repayment feed, plus each borrower's loan
+    book as of the day (`state` in the spec): what was outstanding, how late, what the bank confirmed.
+    Every person who ever had a loan is here, however long ago their last event: the loan book comes
+    from the carried state of every loan (models/state/credit), not from the windows. -#}
 
-{%- set as_of = "date '" ~ var('as_of') ~ "'" %}
+{%- set as_of = day_literal(var('as_of')) %}
 
-with windowed as (
-    {{ windowed_features(['int_loans__user_daily', 'int_bank_repayments__user_daily']) }}
-),
-
-loan_events as (
-    select * from {{ ref('stg_loans__loan_events') }}
-    where arrived_on <= {{ as_of }} and event_date <= {{ as_of }}  {#- a clock a few minutes ahead #}
-),
-
-bank_repayments as (
-    select * from {{ ref('stg_bank_repayments__repayments') }}
-    where arrived_on <= {{ as_of }} and event_date <= {{ as_of }}
-),
-
-repaid_instalments as (
-    select distinct loan_id, instalment_no from loan_events where event_type = 'repayment'
-),
-
-{#- An overdue instalment is open until a repayment of it arrives; it fell due `days_past_due` days
-    before the notice. -#}
-open_overdue as (
-    select notices.loan_id, max({{ as_of }} - (notices.event_date - notices.days_past_due)) as days_late
-    from loan_events as notices
-    anti join repaid_instalments using (loan_id, instalment_no)
-    where notices.event_type = 'overdue'
-    group by all
-),
-
-loans as (
+with instalments as (
     select
-        user_key,
         loan_id,
-        min(event_date) filter (where event_type = 'disbursement') as disbursed_on,
-        max(term_months) filter (where event_type = 'disbursement') as term_months,
-        sum(amount) filter (where event_type = 'disbursement') as amount_disbursed,
-        sum(amount) filter (where event_type = 'repayment') as amount_repaid,
-        count(distinct instalment_no) filter (where event_type = 'repayment') as instalments_repaid,
-        max(days_past_due) as days_past_due_max,
-        bool_or(event_type = 'overdue') as has_been_overdue
-    from loan_events
-    group by all
-    having disbursed_on is not null
+        sum(repaid) as instalments_repaid,
+        {#- An overdue instalment is open until a repayment of it arrives. #}
+        min(case when repaid = 0 then overdue_since end) as open_overdue_since
+    from {{ ref('state_credit__instalments') }}
+    group by loan_id
 ),
 
 {#- Repayments the bank has not booked once its lag has passed (the reconciliation's own table): they
@@ -54,26 +22,31 @@ loans as (
 unconfirmed_repayments as (
     select user_key, count(*) as repayments_unconfirmed_by_bank_now
     from {{ ref('rec_bank_repayments__unconfirmed') }}
-    group by all
+    group by user_key
 ),
 
 loan_book as (
     select
         user_key,
-        count(*) filter (where instalments_repaid < term_months) as loans_active_now,
-        sum(term_months - instalments_repaid) filter (where instalments_repaid < term_months)
-            as outstanding_instalments_now,
-        coalesce(max(open_overdue.days_late), 0) as days_past_due_now,
-        greatest(coalesce(max(days_past_due_max), 0), coalesce(max(open_overdue.days_late), 0))
-            as days_past_due_max_ever,
-        sum(amount_disbursed) as amount_disbursed_total,
-        coalesce(sum(amount_repaid), 0) as amount_repaid_total,
-        count(*) filter (where instalments_repaid >= term_months) as loans_paid_off_total,
-        count(*) filter (where has_been_overdue and open_overdue.loan_id is null) as loans_cured_total,
-        date_sub('month', min(disbursed_on), {{ as_of }}) as months_on_book_now  {#- whole months #}
-    from loans
-    left join open_overdue using (loan_id)
-    group by all
+        sum(case when coalesce(instalments_repaid, 0) < term_months then 1 else 0 end) as loans_active_now,
+        sum(case when coalesce(instalments_repaid, 0) < term_months
+                 then term_months - coalesce(instalments_repaid, 0) end) as outstanding_instalments_now,
+        coalesce(max({{ dbt.datediff('open_overdue_since', as_of, 'day') }}), 0) as days_past_due_now,
+        greatest(coalesce(max(days_past_due_max), 0),
+                 coalesce(max({{ dbt.datediff('open_overdue_since', as_of, 'day') }}), 0)) as days_past_due_max_ever,
+        sum(amount_disbursed) / {{ state_units() }}.0 as amount_disbursed_total,
+        sum(amount_repaid) / {{ state_units() }}.0 as amount_repaid_total,
+        sum(case when coalesce(instalments_repaid, 0) >= term_months then 1 else 0 end) as loans_paid_off_total,
+        sum(case when has_been_overdue = 1 and open_overdue_since is null then 1 else 0 end) as loans_cured_total,
+        {{ whole_months_between('min(disbursed_on)', as_of) }} as months_on_book_now
+    from {{ ref('state_credit__loans') }}
+    left join instalments using (loan_id)
+    where disbursed_on is not null
+    group by user_key
+),
+
+windowed as (
+    {{ windowed_features('state_credit__windows', also_users='loan_book') }}
 )
 
 select

@@ -1,3 +1,3 @@
 {{ config(location=snapshot_location('device')) }}
 
-{{ windowed_features('int_device__user_daily') }}
+{{ windowed_features('state_device__windows') }}

@@ -1,3 +1,3 @@
 {{ config(location=snapshot_location('forum')) }}
 
-{{ windowed_features('int_forum__user_daily') }}
+{{ windowed_features('state_forum__windows') }}

@@ -1,3 +1,3 @@
 {{ config(location=snapshot_location('payments')) }}
 
-{{ windowed_features('int_payments__user_daily') }}
+{{ windowed_features('state_payments__windows') }}

@@ -1,0 +1,3 @@
+{{ config(location=state_location(var('as_of'))) }}
+
+{{ rolling_window_state('device', 'int_device__user_daily') }}
