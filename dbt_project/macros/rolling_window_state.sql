@@ -31,9 +31,12 @@
 {%- set as_of = var('as_of') -%}
 {%- set today = day_literal(as_of) -%}
 {%- set oldest = day_literal(days_before(as_of, plan.longest)) %}
-with window_rows as (
-    {{ daily_rows(models, window_rows_filter(as_of, plan.longest)) }}
-),
+{#- Written out where it is read, not a CTE of its own: a CTE read more than once is materialized by
+    DuckDB with all its columns (tens of GB at 1M users); each reader scans only the columns it needs. -#}
+{%- set window_rows -%}
+    ({{ daily_rows(models, window_rows_filter(as_of, plan.longest)) }}) as window_rows
+{%- endset %}
+with
 {%- if var('rebase', false) %}
 
 totals as (
@@ -46,7 +49,7 @@ totals as (
       {%- for source in plan.last_active %}
         , max(case when {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
       {%- endfor %}
-    from window_rows
+    from {{ window_rows }}
     group by user_key
 )
 {%- else %}
@@ -94,7 +97,7 @@ maxima as (
       {%- for name, source, window in plan.maxima %}
         , cast(max(case when event_date > {{ day_literal(days_before(as_of, window)) }} then {{ source }} end) as {{ dbt.type_float() }}) as {{ name }}
       {%- endfor %}
-    from window_rows
+    from {{ window_rows }}
     group by user_key
 )
 {%- endif %}
@@ -114,7 +117,7 @@ active_days as (
           {%- for source in plan.active | map(attribute=1) | unique %}
             , max(case when {{ source }} > 0 then 1 else 0 end) = 1 as {{ source }}_active
           {%- endfor %}
-        from window_rows
+        from {{ window_rows }}
         group by user_key, event_date
     ) as days
     group by user_key
@@ -131,7 +134,7 @@ distinct__{{ source }} as (
       {%- endfor %}
     from (
         select user_key, value, max(event_date) as last_seen
-        from (select user_key, event_date, {{ explode_list(source) }} as value from window_rows) as values_seen
+        from (select user_key, event_date, {{ explode_list(source) }} as value from {{ window_rows }}) as values_seen
         group by user_key, value
     ) as last_seen_values
     group by user_key
