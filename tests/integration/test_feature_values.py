@@ -42,7 +42,7 @@ from millet.transform import build_features, snapshot_path
 from tests.chromium import render
 from tests.conftest import TEST_KEY
 from tests.e2e.processes import assert_nothing_left, backfill_process
-from tests.helpers import hmac_key, landing_lines
+from tests.helpers import hmac_key, ingest_days, landing_lines
 
 START = date(2026, 1, 1)
 DAYS = 40
@@ -199,10 +199,7 @@ def world(tmp_path_factory):
     faults = Faults(duplicate=0.03, late=0.03, bank_sync_failure_day=SYNC_FAILURE, bank_sync_loss=1.0)
     simulate(settings.landing_dir, users=1_000, days=DAYS, start=START, seed=11, faults=faults,
              truth_dir=settings.truth_dir)
-    feeds = sorted(contracts().values(), key=lambda c: not c.is_consent_feed)
-    for offset in range(DAYS):
-        for contract in feeds:
-            ingest_channel_day(contract.channel, START + timedelta(days=offset), settings)
+    ingest_days(settings, START, DAYS)
     build_features(AS_OF, settings)
     return settings
 
