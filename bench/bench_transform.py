@@ -40,16 +40,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--stage", choices=["all", "prepare", *TIMED], default="all")
     parser.add_argument("--root", type=Path)
+    parser.add_argument("--duckdb-memory-limit", default="4GB", help="DuckDB's memory limit (the setting's "
+                        "default); beyond it DuckDB spills to disk")
     args = parser.parse_args()
+    settings = _settings(args.root, args.duckdb_memory_limit) if args.root else None
     if args.stage == "prepare":
-        return _prepare(args.root, args.users)
+        return _prepare(settings, args.users)
     if args.stage in TIMED:
-        return print(json.dumps(_timed(args.root, args.stage)))
+        return print(json.dumps(_timed(settings, args.stage)))
     with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
         results = {"users": args.users, "history_days": HISTORY_DAYS}
         for stage in ("prepare", *TIMED):
             done = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", tmp, "--users",
-                                   str(args.users)], capture_output=True, text=True)
+                                   str(args.users), "--duckdb-memory-limit", args.duckdb_memory_limit],
+                                  capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
             results[stage] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -58,13 +62,14 @@ def main() -> None:
         print(json.dumps(results))
 
 
-def _settings(root: Path):
+def _settings(root: Path, duckdb_memory_limit: str = "4GB"):
     from millet.settings import Settings
 
-    return Settings(data_root=root, pseudonym_key="bench-only-key", rebase_every_days=0)
+    return Settings(data_root=root, pseudonym_key="bench-only-key", rebase_every_days=0,
+                    duckdb_memory_limit=duckdb_memory_limit)
 
 
-def _prepare(root: Path, users: int) -> None:
+def _prepare(settings, users: int) -> None:
     import duckdb
 
     from millet.contracts import contracts
@@ -72,7 +77,6 @@ def _prepare(root: Path, users: int) -> None:
     from millet.simulate import simulate
     from millet.transform import build_features
 
-    settings = _settings(root)
     simulate(settings.landing_dir, users=users, days=2, start=D0, seed=7, truth_dir=settings.truth_dir)
     for day in (D0, D1):
         for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
@@ -94,11 +98,10 @@ def _prepare(root: Path, users: int) -> None:
     print(json.dumps({"rebuild_d0_seconds": round(time.perf_counter() - began, 1)}))
 
 
-def _timed(root: Path, stage: str) -> dict:
+def _timed(settings, stage: str) -> dict:
     from millet.transform import build_features
     from millet.transform.dbt import state_models, state_path
 
-    settings = _settings(root)
     if stage == "rebuild":
         for model in state_models(settings):
             state_path(model, D0, settings).rename(state_path(model, D0, settings).with_name("kept"))
