@@ -69,9 +69,7 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     can_roll = all(state_path(model, day - timedelta(days=1), settings).exists() for model in states)
     rebase = rebase or full_refresh or is_rebase_day(day, settings) or not can_roll
     rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
-    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase}
-    _invoke(["build", "--vars", json.dumps(dbt_vars), *_dbt_dirs(settings),
-             *(["--full-refresh"] if full_refresh else [])])
+    _invoke(["build", *_dbt_args(day, rebase, settings), *(["--full-refresh"] if full_refresh else [])])
     differences = _compare_with_rolled(day, rolled, states, settings) if rolled else None
     prune_snapshots(day, settings)  # before this build is recorded: it is not yet a run to prune from
     prune_state(day, settings)
@@ -88,8 +86,7 @@ def is_rebase_day(day: date, settings: Settings) -> bool:
 def _roll_aside(day: date, states: dict[str, Path], settings: Settings) -> dict[str, Path]:
     """Roll the state forward as on any night (and the intermediate models it reads), then move it aside
     for the comparison with the re-based state."""
-    dbt_vars = {"as_of": str(day), "rebase": False}
-    _invoke(["run", "--select", "+path:models/state", "--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)])
+    _invoke(["run", "--select", "+path:models/state", *_dbt_args(day, False, settings)])
     aside = {}
     for model, path in states.items():
         aside[model] = path.with_name("rolled.parquet")
@@ -191,6 +188,12 @@ def _remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
                 shutil.rmtree(folder)
                 removed.append(folder)
     return removed
+
+
+def _dbt_args(day: date, rebase: bool, settings: Settings) -> list[str]:
+    """The project's vars for as-of `day` and where dbt's own files go."""
+    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase}
+    return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]
 
 
 def _dbt_dirs(settings: Settings) -> list[str]:
