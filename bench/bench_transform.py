@@ -131,6 +131,7 @@ def _run_compiled_sql(settings) -> None:
     compiled = settings.root / "dbt" / "target" / "compiled" / "millet" / "models"
     con = duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config())
     con.execute("set TimeZone = 'UTC'")  # as dbt's profile sets it
+    con.execute(f"set variable as_of = date '{D1}'")  # as the external materialization does
     for path in sorted((compiled / "intermediate").rglob("*.sql")):
         con.execute(f"delete from {path.stem} where arrived_on = date '{D1}'")
         con.execute(f"insert into {path.stem} {path.read_text()}")

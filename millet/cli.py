@@ -79,8 +79,12 @@ def backfill(
     start: Annotated[str, typer.Option(help="First logical date, YYYY-MM-DD.")],
     end: Annotated[str, typer.Option(help="Last logical date, YYYY-MM-DD (inclusive).")],
     reprocess: Annotated[str, typer.Option(help="Re-run days run before: failed, completed.")] = "failed",
+    one_pass: Annotated[bool, typer.Option(help="Build every day's snapshot in one pass (one ingestion of "
+                                                "the range, one dbt build), not a DAG run per day; then "
+                                                "check and publish the last day.")] = False,
 ) -> None:
-    """Airflow's backfill of millet_nightly over a date range: a run per day, in order, by a scheduler."""
+    """Airflow's backfill of millet_nightly over a date range: a run per day, in order, by a scheduler;
+    or, with --one-pass, the history that model training needs, built at once."""
     from millet.airflow_services import ServiceDied
     from millet.orchestrate import DagRunFailed
     from millet.orchestrate import backfill as run_backfill
@@ -90,6 +94,9 @@ def backfill(
     first, last = _date(start), _date(end)
     if last < first:
         _fail(f"--end {last} is before --start {first}")
+    if one_pass:
+        _history(first, last)
+        return
     try:
         outcome = run_backfill(first, last, reprocess=reprocess)
     except (DagRunFailed, ServiceDied) as exc:
@@ -98,6 +105,26 @@ def backfill(
         typer.echo(f"{day}: {state}")
     if any(state.startswith("failed") for state in outcome.values()):
         _fail("some days failed (above: the task and its log); the days after a failed day do not run")
+
+
+def _history(first: date, last: date) -> None:
+    from millet.alerts import alert_log
+    from millet.orchestrate import history
+    from millet.quality.checkpoint import QualityGateFailed
+    from millet.quality.reconcile import ReconciliationFailed
+    from millet.transform import TransformFailed
+
+    settings = get_settings()
+    days = (last - first).days + 1
+
+    def stage_done(name: str, seconds: float) -> None:
+        typer.echo(f"{name}: {days} days in {seconds:.1f} s")
+
+    try:
+        history(first, last, settings, on_stage=stage_done)
+    except (TransformFailed, QualityGateFailed, ReconciliationFailed) as exc:
+        _fail(f"{exc}\nalerts: {alert_log(settings)}")
+    typer.echo(f"snapshots {first} to {last}: {settings.snapshots_dir}")
 
 
 @app.command()

@@ -80,24 +80,9 @@ def land_consent(settings, choices: dict[str, bool], day: str = DAY) -> None:
 
 
 def ingest_days(settings, start, days: int, workers: int = 2) -> None:
-    """Ingest every channel's drops for `days` days from `start`, as the nightly runs would: the consent
-    feed first (ingestion reads consent as of each day, dt <= day), then the other channels, each in
-    date order (its dedupe looks back at its own earlier days), spread over `workers` processes."""
-    from concurrent.futures import ProcessPoolExecutor
+    """Ingest every channel's drops for `days` days from `start`, as the nightly runs would."""
     from datetime import timedelta
 
-    from millet.contracts import contracts
+    from millet.ingest.history import ingest_range
 
-    dates = [start + timedelta(days=offset) for offset in range(days)]
-    _ingest_channel_days(settings, "consent", dates)
-    channels = sorted(c for c, contract in contracts().items() if not contract.is_consent_feed)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for done in [pool.submit(_ingest_channel_days, settings, channel, dates) for channel in channels]:
-            done.result()
-
-
-def _ingest_channel_days(settings, channel: str, dates: list) -> None:
-    from millet.ingest import ingest_channel_day
-
-    for day in dates:
-        ingest_channel_day(channel, day, settings)
+    ingest_range(start, start + timedelta(days=days - 1), settings, workers)

@@ -5,9 +5,7 @@
     millet.transform compares the two. -#}
 
 {% macro carried_state(events_model, keys, aggregates, where='true') %}
-{%- set as_of = var('as_of') -%}
-{%- set filters = usable_today(as_of) if not var('rebase', false)
-                  else ["arrived_on <= " ~ day_literal(as_of) ~ " and event_date <= " ~ day_literal(as_of)] -%}
+{%- set filters = usable_today() if not var('rebase', false) else [known_by_as_of()] -%}
 with events as (
   {%- for condition in filters %}
     {{ 'union all ' if not loop.first }}select * from {{ ref(events_model) }} where {{ condition }} and {{ where }}
@@ -35,7 +33,7 @@ merged as (
         select * from usable
         union all
         select {{ keys | join(', ') }}{% for name, f, e in aggregates %}, {{ name }}{% endfor %}
-        from {{ read_state(state_location(days_before(as_of, 1))) }}
+        from {{ yesterdays_state() }}
     ) as yesterday_and_today
     group by {{ keys | join(', ') }}
 )
@@ -43,14 +41,6 @@ merged as (
 
 select * from {{ 'usable' if var('rebase', false) else 'merged' }}
 order by {{ keys | join(', ') }}
-{% endmacro %}
-
-
-{#- Rows the lender learned of on as-of day d: arrived that day, or (a clock running ahead) arrived
-    earlier for an event on d. -#}
-{% macro usable_today(as_of) %}
-{{ return(["arrived_on = " ~ day_literal(as_of) ~ " and event_date <= " ~ day_literal(as_of),
-           "event_date = " ~ day_literal(as_of) ~ " and arrived_on < " ~ day_literal(as_of)]) }}
 {% endmacro %}
 
 

@@ -1,13 +1,13 @@
 {#- Helpers for the intermediate `int_<channel>__user_daily` models: which arrivals a run reads, and
     per-category partial columns expanded over the contract's enum (dbt's bronze sources carry it). -#}
 
-{#- A nightly (incremental) run reads just the as-of arrival day; the first run, or --full-refresh,
-    reads every arrival day up to as-of, building the whole history in one pass. -#}
+{#- A nightly (incremental) run reads just the as-of arrival day, a history build its range's arrival
+    days; the first run, or --full-refresh, reads every arrival day up to as-of. -#}
 {% macro arrivals(staging_model) %}
     select * from {{ ref(staging_model) }}
     where arrived_on <= date '{{ var("as_of") }}'
     {%- if is_incremental() %}
-      and arrived_on = date '{{ var("as_of") }}'
+      and arrived_on >= date '{{ var("history_from", var("as_of")) }}'
     {%- endif %}
 {% endmacro %}
 

@@ -13,10 +13,12 @@
     Totals are fixed point (integers of 1/state_units()) so that adding and subtracting is exact: a float
     total would not come back to exactly 0 when its last event leaves, and a share over it would explode.
 
-    days_since_last keeps the last active day within the longest window: a window's value is a comparison
-    with it. max, days_active and distinct are not subtractable: they are aggregated from the longest
-    window's daily partials each night (only their few columns; active days and each value's last day
-    first, so each window is a count) and stored beside the totals.
+    The other kinds are not subtractable; each keeps what decides it inside the longest window:
+    - days_since_last: the last active day;
+    - days_active: a bitmap of the active days (bit i: i days before as-of), shifted by one each night;
+    - max: per source, the staircase of later maxima (state_<family>__maxima: a day's value is kept while
+      no later day has one as large), so a window's max is the first step inside it;
+    - distinct: per source, each value's last day (state_<family>__values).
 
     Without yesterday's state (the first night, a gap) or with var('rebase'), every value is rebuilt from
     the daily partials; millet.transform decides which, re-bases on a schedule and compares the two. -#}
@@ -24,18 +26,13 @@
 {% macro state_units() %}10000{% endmacro %}
 
 
-{% macro rolling_window_state(family, daily_models) %}
+{#- state_<family>__windows: the totals, last active days and active-day bitmaps, and each window's
+    max and distinct count, read from the family's other two states, under the features' own names. -#}
+{% macro rolling_window_state(family) %}
 {%- set spec = family_spec(family) -%}
 {%- set plan = window_plan(spec) -%}
-{%- set models = [daily_models] if daily_models is string else daily_models -%}
-{%- set as_of = var('as_of') -%}
-{%- set today = day_literal(as_of) -%}
-{%- set oldest = day_literal(days_before(as_of, plan.longest)) %}
-{#- Written out where it is read, not a CTE of its own: a CTE read more than once is materialized by
-    DuckDB with all its columns (tens of GB at 1M users); each reader scans only the columns it needs. -#}
-{%- set window_rows -%}
-    ({{ daily_rows(models, window_rows_filter(as_of, plan.longest)) }}) as window_rows
-{%- endset %}
+{%- set models = family_partials(family) -%}
+{%- set active_sources = plan.active | map(attribute=1) | unique | list %}
 with
 {%- if var('rebase', false) %}
 
@@ -44,31 +41,37 @@ totals as (
         user_key,
         cast(count(*) as {{ dbt.type_bigint() }}) as rows_in_window
       {%- for source, window in plan.totals %}
-        , {{ exact_sum("case when event_date > " ~ day_literal(days_before(as_of, window)) ~ " then " ~ fixed_point(source) ~ " else 0 end") }} as {{ total_column(source, window) }}
+        , {{ exact_sum("case when event_date > " ~ as_of_day(window) ~ " then " ~ fixed_point(source) ~ " else 0 end") }} as {{ total_column(source, window) }}
       {%- endfor %}
       {%- for source in plan.last_active %}
         , max(case when {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
       {%- endfor %}
-    from {{ window_rows }}
+      {%- for source in active_sources %}
+        , {{ active_days_bits(source, plan.longest) }} as {{ active_bits_column(source) }}
+      {%- endfor %}
+    from ({{ daily_rows(models, [window_rows_filter(plan.longest)]) }}) as window_rows
     group by user_key
 )
 {%- else %}
 
 previous as (
-    select * from {{ read_state(state_location(days_before(as_of, 1))) }}
+    select * from {{ yesterdays_state() }}
 ),
 
 changes as (
     select
         user_key,
-        sum({{ moved('1', plan.longest, as_of) }}) as rows_in_window
+        sum({{ moved('1', plan.longest) }}) as rows_in_window
       {%- for source, window in plan.totals %}
-        , sum({{ moved(fixed_point(source), window, as_of) }}) as {{ total_column(source, window) }}
+        , sum({{ moved(fixed_point(source), window) }}) as {{ total_column(source, window) }}
       {%- endfor %}
       {%- for source in plan.last_active %}
-        , max(case when usable_on = {{ today }} and {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
+        , max(case when usable_on = {{ as_of_day() }} and {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
       {%- endfor %}
-    from ({{ changed_rows(models, as_of, plan.windows) }}) as changed_rows
+      {%- for source in active_sources %}
+        , {{ active_days_bits(source, plan.longest, 'usable_on = ' ~ as_of_day()) }} as {{ active_bits_column(source) }}
+      {%- endfor %}
+    from ({{ changed_rows(models, plan.windows) }}) as changed_rows
     group by user_key
 ),
 
@@ -82,8 +85,14 @@ totals as (
       {%- endfor %}
       {%- for source in plan.last_active %}
         {%- set column = last_active_column(source) %}
-        , case when greatest(previous.{{ column }}, changes.{{ column }}) > {{ oldest }}
+        , case when greatest(previous.{{ column }}, changes.{{ column }}) > {{ as_of_day(plan.longest) }}
                then greatest(previous.{{ column }}, changes.{{ column }}) end as {{ column }}
+      {%- endfor %}
+      {%- for source in active_sources %}
+        {%- set column = active_bits_column(source) %}
+        {#- yesterday's bit i is today's bit i + 1; the day that left the longest window falls off the end #}
+        , cast((coalesce(cast(previous.{{ column }} as bit), {{ no_active_days(plan.longest) }}) >> 1)
+               | coalesce(cast(changes.{{ column }} as bit), {{ no_active_days(plan.longest) }}) as varchar) as {{ column }}
       {%- endfor %}
     from previous
     full join changes using (user_key)
@@ -95,76 +104,142 @@ maxima as (
     select
         user_key
       {%- for name, source, window in plan.maxima %}
-        , cast(max(case when event_date > {{ day_literal(days_before(as_of, window)) }} then {{ source }} end) as {{ dbt.type_float() }}) as {{ name }}
+        , cast(max(case when source = '{{ source }}' and event_date > {{ as_of_day(window) }} then value end) as {{ dbt.type_float() }}) as {{ name }}
       {%- endfor %}
-    from {{ window_rows }}
+    from {{ day_file('state_' ~ family ~ '__maxima') }}
     group by user_key
 )
 {%- endif %}
-{%- if plan.active %},
+{%- if plan.distinct %},
 
-{#- A day is active when any of its rows (arrivals) has the partial > 0; counted once per day. -#}
-active_days as (
+distinct_values as (
     select
         user_key
-      {%- for name, source, window in plan.active %}
-        , sum(case when event_date > {{ day_literal(days_before(as_of, window)) }} and {{ source }}_active then 1 else 0 end) as {{ name }}
+      {%- for name, source, window in plan.distinct %}
+        , count(*) filter (where source = '{{ source }}' and last_seen > {{ as_of_day(window) }}) as {{ name }}
       {%- endfor %}
-    from (
-        select
-            user_key,
-            event_date
-          {%- for source in plan.active | map(attribute=1) | unique %}
-            , max(case when {{ source }} > 0 then 1 else 0 end) = 1 as {{ source }}_active
-          {%- endfor %}
-        from {{ window_rows }}
-        group by user_key, event_date
-    ) as days
+    from {{ day_file('state_' ~ family ~ '__values') }}
     group by user_key
 )
 {%- endif %}
-{%- for source in plan.distinct | map(attribute=1) | unique %},
-
-{#- Each value's last day in the window; a window's distinct count is the values seen inside it. -#}
-distinct__{{ source }} as (
-    select
-        user_key
-      {%- for name, distinct_source, window in plan.distinct if distinct_source == source %}
-        , sum(case when last_seen > {{ day_literal(days_before(as_of, window)) }} then 1 else 0 end) as {{ name }}
-      {%- endfor %}
-    from (
-        select user_key, value, max(event_date) as last_seen
-        from (select user_key, event_date, {{ explode_list(source) }} as value from {{ window_rows }}) as values_seen
-        group by user_key, value
-    ) as last_seen_values
-    group by user_key
-)
-{%- endfor %}
 
 select
     totals.*
+  {%- for name, source, window in plan.active %}
+    , cast(bit_count(cast({{ active_bits_column(source) }} as bit) & {{ first_days(window, plan.longest) }}) as {{ dbt.type_int() }}) as {{ name }}
+  {%- endfor %}
   {%- for name, source, window in plan.maxima %}
     , maxima.{{ name }}
   {%- endfor %}
-  {%- for name, source, window in plan.active %}
-    , cast(coalesce(active_days.{{ name }}, 0) as {{ dbt.type_int() }}) as {{ name }}
-  {%- endfor %}
   {%- for name, source, window in plan.distinct %}
-    , cast(coalesce(distinct__{{ source }}.{{ name }}, 0) as {{ dbt.type_int() }}) as {{ name }}
+    , cast(coalesce(distinct_values.{{ name }}, 0) as {{ dbt.type_int() }}) as {{ name }}
   {%- endfor %}
 from totals
 {%- if plan.maxima %}
 left join maxima using (user_key)
 {%- endif %}
-{%- if plan.active %}
-left join active_days using (user_key)
+{%- if plan.distinct %}
+left join distinct_values using (user_key)
 {%- endif %}
-{%- for source in plan.distinct | map(attribute=1) | unique %}
-left join distinct__{{ source }} using (user_key)
-{%- endfor %}
 where totals.rows_in_window > 0  {#- a user drops out once their last row has left the longest window #}
 order by user_key
 {% endmacro %}
+
+
+{#- state_<family>__maxima: for each source of a max, per user, the days inside the longest window whose
+    value no later day reaches (a staircase, falling with time): the max over any window is the value
+    of its earliest step inside it. A night merges yesterday's steps with the day's usable rows. -#}
+{% macro window_maxima_state(family) %}
+{%- set spec = family_spec(family) -%}
+{%- set plan = window_plan(spec) -%}
+{%- set sources = plan.maxima | map(attribute=1) | unique | list %}
+{{ depends_on_partials(family) }}
+with candidates as (
+  {%- for source in sources %}
+    {{ 'union all ' if not loop.first }}select user_key, '{{ source }}' as source, event_date, cast({{ source }} as {{ dbt.type_float() }}) as value
+    from ({{ daily_rows(family_partials(family), new_rows_filters(plan.longest)) }}) as rows_{{ loop.index }}
+    where {{ source }} is not null
+  {%- endfor %}
+  {%- if not var('rebase', false) %}
+    union all
+    select user_key, source, event_date, value from {{ yesterdays_state() }} where event_date > {{ as_of_day(plan.longest) }}
+  {%- endif %}
+),
+
+per_day as (
+    select user_key, source, event_date, max(value) as value
+    from candidates
+    group by user_key, source, event_date
+),
+
+steps as (
+    select
+        *,
+        max(value) over (partition by user_key, source order by event_date
+                         rows between 1 following and unbounded following) as later_max
+    from per_day
+)
+
+select user_key, source, event_date, value
+from steps
+where later_max is null or value > later_max
+order by user_key, source, event_date
+{% endmacro %}
+
+
+{#- state_<family>__values: for each source of a distinct count, per user, each value seen inside the
+    longest window and the last day it was seen; a window's count is the values last seen inside it. -#}
+{% macro window_values_state(family) %}
+{%- set spec = family_spec(family) -%}
+{%- set plan = window_plan(spec) -%}
+{%- set sources = plan.distinct | map(attribute=1) | unique | list %}
+{{ depends_on_partials(family) }}
+with candidates as (
+  {%- for source in sources %}
+    {{ 'union all ' if not loop.first }}select user_key, '{{ source }}' as source, event_date as last_seen, {{ explode_list(source) }} as value
+    from ({{ daily_rows(family_partials(family), new_rows_filters(plan.longest)) }}) as rows_{{ loop.index }}
+  {%- endfor %}
+  {%- if not var('rebase', false) %}
+    union all
+    select user_key, source, last_seen, value from {{ yesterdays_state() }} where last_seen > {{ as_of_day(plan.longest) }}
+  {%- endif %}
+)
+
+select user_key, source, value, max(last_seen) as last_seen
+from candidates
+group by user_key, source, value
+order by user_key, source, value
+{% endmacro %}
+
+
+{#- The daily rows a state adds: on a re-base every row of the longest window, else the day's usable rows
+    (late ones older than the longest window change nothing). -#}
+{% macro new_rows_filters(longest) %}
+{%- if var('rebase', false) -%}
+  {{ return([window_rows_filter(longest)]) }}
+{%- endif -%}
+{%- set filters = [] -%}
+{%- for condition in usable_today() -%}
+  {%- do filters.append(condition ~ " and event_date > " ~ as_of_day(longest)) -%}
+{%- endfor -%}
+{{ return(filters) }}
+{% endmacro %}
+
+
+{#- The active days of `source` among the rows (those matching `condition`) as a bitmap of the longest
+    window: bit i set when the day i days before as-of had the partial > 0 in any row. -#}
+{% macro active_days_bits(source, longest, condition='true') -%}
+    cast(coalesce(bitstring_agg(cast({{ as_of_day() }} - event_date as integer), 0, {{ longest - 1 }})
+                  filter (where {{ source }} > 0 and event_date > {{ as_of_day(longest) }} and {{ condition }}),
+                  {{ no_active_days(longest) }}) as varchar)
+{%- endmacro %}
+
+{% macro no_active_days(longest) %}bitstring('0', {{ longest }}){% endmacro %}
+
+{#- A mask of the first `days` bits (the window's days) of the longest window's bitmap. -#}
+{% macro first_days(days, longest) %}cast('{{ '1' * days ~ '0' * (longest - days) }}' as bit){% endmacro %}
+
+{% macro active_bits_column(source) %}{{ return('active_days__' ~ source) }}{% endmacro %}
 
 
 {#- What a family's state holds, from its spec: `totals`, the (source, window) pairs behind every count,
@@ -204,32 +279,30 @@ order by user_key
 
 {#- A row's contribution to the change of a window's total on as-of day d: added on the day it became
     usable if its event day is inside the window; subtracted on the day its event day leaves it. -#}
-{% macro moved(value, window, as_of) %}
-    case when usable_on = {{ day_literal(as_of) }}
-         then case when event_date > {{ day_literal(days_before(as_of, window)) }} then {{ value }} else 0 end
-         when event_date = {{ day_literal(days_before(as_of, window)) }} then -{{ value }}
+{% macro moved(value, window) %}
+    case when usable_on = {{ as_of_day() }}
+         then case when event_date > {{ as_of_day(window) }} then {{ value }} else 0 end
+         when event_date = {{ as_of_day(window) }} then -{{ value }}
          else 0 end
 {%- endmacro %}
 
 
-{#- The daily rows that change some window on as-of day d: those usable from d, and, for each window,
-    the event day that leaves it (usable before d). Separate scans with plain predicates, so that DuckDB
-    skips row groups by their min/max event_date and arrival day. -#}
-{% macro changed_rows(models, as_of, windows) %}
-{%- set filters = ["arrived_on = " ~ day_literal(as_of) ~ " and event_date <= " ~ day_literal(as_of),
-                   "event_date = " ~ day_literal(as_of) ~ " and arrived_on < " ~ day_literal(as_of)] -%}
+{#- The daily rows that change some window on the as-of day: those usable from that day, and, for each
+    window, the event day that leaves it (usable before). Separate scans with plain predicates, so that
+    DuckDB skips row groups by their min/max event_date and arrival day. -#}
+{% macro changed_rows(models, windows) %}
+{%- set filters = usable_today() -%}
 {%- for window in windows -%}
-  {%- do filters.append("event_date = " ~ day_literal(days_before(as_of, window)) ~ " and arrived_on < " ~ day_literal(as_of)) -%}
+  {%- do filters.append("event_date = " ~ as_of_day(window) ~ " and arrived_on < " ~ as_of_day()) -%}
 {%- endfor -%}
 select *, greatest(arrived_on, event_date) as usable_on
 from ({{ daily_rows(models, filters) }}) as rows_changed
 {%- endmacro %}
 
 
-{#- Every daily row the lender knew of on as-of day d whose event day is inside the longest window. -#}
-{% macro window_rows_filter(as_of, longest) %}
-{{ return(["arrived_on <= " ~ day_literal(as_of) ~ " and event_date <= " ~ day_literal(as_of)
-           ~ " and event_date > " ~ day_literal(days_before(as_of, longest))]) }}
+{#- Every daily row the lender knew of on the as-of day whose event day is inside the longest window. -#}
+{% macro window_rows_filter(longest) %}
+{{ return(known_by_as_of() ~ " and event_date > " ~ as_of_day(longest)) }}
 {% endmacro %}
 
 
@@ -265,6 +338,26 @@ from ({{ daily_rows(models, filters) }}) as rows_changed
 {% macro last_active_column(source) %}{{ return('last_active__' ~ source) }}{% endmacro %}
 
 
+{#- dbt learns a model's refs when it parses, before the spec is readable (which sources a state reads). -#}
+{% macro depends_on_partials(family) %}
+{%- for partial in family_partials(family) %}{% do ref(partial) %}{% endfor -%}
+{% endmacro %}
+
+
+{#- The daily partial models (models/intermediate) each family's windows aggregate. Declared here rather
+    than in the spec: dbt must see a model's refs when it parses, before the spec can be read. -#}
+{% macro family_partials(family) %}
+{{ return({
+    'appstore': ['int_appstore__user_daily'],
+    'commerce': ['int_commerce__user_daily'],
+    'credit': ['int_loans__user_daily', 'int_bank_repayments__user_daily'],
+    'device': ['int_device__user_daily'],
+    'forum': ['int_forum__user_daily'],
+    'payments': ['int_payments__user_daily'],
+}[family]) }}
+{% endmacro %}
+
+
 {#- A family's spec lives in its mart's config (models/marts/features/_features__models.yml). -#}
 {% macro family_spec(family) %}
 {%- if not execute -%}
@@ -272,27 +365,6 @@ from ({{ daily_rows(models, filters) }}) as rows_changed
 {%- endif -%}
 {{ return(graph.nodes['model.millet.fct_user_features__' ~ family].config.meta['features']) }}
 {% endmacro %}
-
-
-{% macro days_before(day, days) %}
-{{ return((modules.datetime.datetime.strptime(day, '%Y-%m-%d') - modules.datetime.timedelta(days=days)).strftime('%Y-%m-%d')) }}
-{% endmacro %}
-
-{% macro day_literal(day) %}{{ return("cast('" ~ day ~ "' as date)") }}{% endmacro %}
-
-
-{#- Each state model's file for a day: <state dir>/<model>/dt=<day>/part-0.parquet. -#}
-{% macro state_location(day) %}
-{{- env_var('MILLET_STATE_DIR') }}/{{ model.name }}/dt={{ day }}/part-0.parquet
-{%- endmacro %}
-
-
-{#- Yesterday's state, read back from its file (the state models are external Parquet files per day). -#}
-{% macro read_state(path) %}{{ return(adapter.dispatch('read_state')(path)) }}{% endmacro %}
-
-{% macro duckdb__read_state(path) %}read_parquet('{{ path }}'){% endmacro %}
-
-{% macro default__read_state(path) %}parquet.`{{ path }}`{% endmacro %}
 
 
 {#- One row per element of a list column. -#}

@@ -5,12 +5,11 @@
 
 {#- `also_users`: a relation whose users get a row even without a window (0 counts, NULL elsewhere). -#}
 {% macro windowed_features(state_model, also_users=none) %}
-{%- set as_of = var('as_of') -%}
 {#- The spec lives in the model's config, which is only filled in once dbt executes. -#}
 {%- set spec = model.config.meta['features'] if execute else {'family': '', 'windows': [], 'metrics': []} -%}
 select
     user_key,
-    cast({{ day_literal(days_before(as_of, -1)) }} as timestamptz) as event_timestamp,  {#- the instant the day closed #}
+    cast({{ as_of_day(-1) }} as timestamptz) as event_timestamp,  {#- the instant the day closed #}
 {%- for metric in expand_metrics(spec) %}
   {%- for agg, source in metric['aggs'].items() %}
     {%- for window in spec['windows'] %}
@@ -23,11 +22,12 @@ select
     {%- endif %}
   {%- endfor %}
 {%- endfor %}
+{%- set state = day_file(state_model) %}
 {%- if also_users %}
-from (select user_key from {{ ref(state_model) }} union select user_key from {{ also_users }}) as spine
-left join {{ ref(state_model) }} using (user_key)
+from (select user_key from {{ state }} union select user_key from {{ also_users }}) as spine
+left join {{ state }} using (user_key)
 {%- else %}
-from {{ ref(state_model) }}
+from {{ state }}
 {%- endif %}
 order by user_key  {#- a stable order: re-running a date rewrites the same file #}
 {% endmacro %}
@@ -43,7 +43,6 @@ order by user_key  {#- a stable order: re-running a date rewrites the same file 
     ratio of two totals, days since the last active day counts only inside the window; max, days_active
     and distinct were aggregated by the state model under the feature's own name. -#}
 {% macro window_feature(spec, metric, agg, source, window) %}
-{%- set as_of = var('as_of') -%}
 {%- if agg == 'count' -%}
     cast(coalesce({{ total_column(source, window) }}, 0) / {{ state_units() }} as {{ dbt.type_int() }})
 {%- elif agg == 'sum' -%}
@@ -51,8 +50,8 @@ order by user_key  {#- a stable order: re-running a date rewrites the same file 
 {%- elif agg in ('mean', 'share') -%}
     cast(cast({{ total_column(source[0], window) }} as {{ dbt.type_float() }}) / nullif({{ total_column(source[1], window) }}, 0) as {{ dbt.type_float() }})
 {%- elif agg == 'days_since_last' -%}
-    cast(case when {{ last_active_column(source) }} > {{ day_literal(days_before(as_of, window)) }}
-              then {{ dbt.datediff(last_active_column(source), day_literal(as_of), 'day') }} end as {{ dbt.type_int() }})
+    cast(case when {{ last_active_column(source) }} > {{ as_of_day(window) }}
+              then {{ dbt.datediff(last_active_column(source), as_of_day(), 'day') }} end as {{ dbt.type_int() }})
 {%- elif agg == 'max' -%}
     {{ feature_column(spec, metric, agg, window) }}
 {%- elif agg in ('days_active', 'distinct') -%}

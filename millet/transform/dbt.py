@@ -64,8 +64,8 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     paths = {fam.name: snapshot_path(fam.name, day, settings) for fam in families()}
     states = {model: state_path(model, day, settings) for model in state_models(settings)}
-    for path in [*paths.values(), *states.values(), reconciliation_path(day, settings)]:
-        path.parent.mkdir(parents=True, exist_ok=True)  # DuckDB's COPY does not create folders
+    for path in _day_files(day, settings):
+        path.parent.mkdir(parents=True, exist_ok=True)
     can_roll = all(state_path(model, day - timedelta(days=1), settings).exists() for model in states)
     rebase = rebase or full_refresh or is_rebase_day(day, settings) or not can_roll
     rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
@@ -76,6 +76,40 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     built = {name: str(path) for name, path in paths.items()}
     record_build(day, built, settings, state="rebuilt" if rebase else "rolled", rolled_vs_rebuilt=differences)
     return built
+
+
+def build_history(first: str | date, last: str | date, settings: Settings | None = None) -> dict[str, dict]:
+    """Every daily snapshot from `first` to `last` in one pass: the first night as `build_features` builds
+    it (rolled from the day before's state, or rebuilt), then one `dbt build` that appends the range's
+    arrivals to the daily partials and runs each state and mart model for every later day in turn (the
+    nights' own SQL: macros/as_of.sql), each day rolled from the one before. The same snapshots as night by
+    night; no scheduled re-base inside the range (the first night is rebuilt when nothing precedes it).
+    Returns each day's snapshot paths."""
+    settings = settings or get_settings()
+    first, last = as_of_date(first), as_of_date(last)
+    if last < first:
+        raise TransformFailed(f"history from {first} to {last}: the last day is before the first")
+    built = {str(first): build_features(first, settings)}
+    days = [first + timedelta(days=n) for n in range(1, (last - first).days + 1)]
+    if not days:
+        return built
+    for day in days:
+        for path in _day_files(day, settings):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    _invoke(["build", *_dbt_args(last, False, settings, history_from=days[0])])
+    prune_snapshots(last, settings)
+    prune_state(last, settings)
+    for day in days:
+        built[str(day)] = {fam.name: str(snapshot_path(fam.name, day, settings)) for fam in families()}
+        record_build(day, built[str(day)], settings, state="rolled", history_from=str(first))
+    return built
+
+
+def _day_files(day: date, settings: Settings) -> list[Path]:
+    """The files dbt writes for as-of `day` (DuckDB's COPY does not create their folders)."""
+    return [*(snapshot_path(fam.name, day, settings) for fam in families()),
+            *(state_path(model, day, settings) for model in state_models(settings)),
+            reconciliation_path(day, settings)]
 
 
 def is_rebase_day(day: date, settings: Settings) -> bool:
@@ -190,9 +224,12 @@ def _remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
     return removed
 
 
-def _dbt_args(day: date, rebase: bool, settings: Settings) -> list[str]:
-    """The project's vars for as-of `day` and where dbt's own files go."""
+def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None) -> list[str]:
+    """The project's vars for as-of `day` (for every day from `history_from` to it, if given) and where
+    dbt's own files go."""
     dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase}
+    if history_from:
+        dbt_vars["history_from"] = str(history_from)
     return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]
 
 

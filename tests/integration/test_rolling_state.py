@@ -1,11 +1,13 @@
 """State carried from night to night: rolled windows equal a from-scratch rebuild, every feature and every
 window, on a world longer than the longest window (events leave every window, users drop out of it, late
-events arrive); a re-base compares the two and alerts on any difference; and the loan book of a borrower
-whose last event left the longest window long ago is still served."""
+events arrive); a history built in one pass equals the same 30 nights built one by one; a re-base
+compares the two and alerts on any difference; and the loan book of a borrower whose last event left the
+longest window long ago is still served."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date, timedelta
 
 import duckdb
@@ -19,7 +21,14 @@ from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from millet.simulate.run import write_drop
 from millet.transform import build_features, snapshot_path
-from millet.transform.dbt import read_build, state_path
+from millet.transform.dbt import (
+    build_history,
+    read_build,
+    reconciliation_path,
+    state_differences,
+    state_models,
+    state_path,
+)
 from tests.conftest import TEST_KEY
 from tests.helpers import hmac_key, ingest_days
 
@@ -27,23 +36,32 @@ START = date(2025, 5, 1)
 DAYS = 200
 LONGEST = max(max(f.window_days for f in all_features() if f.window_days), 1)
 LAST = START + timedelta(days=DAYS - 1)
-FIRST_ROLLED = LAST - timedelta(days=5)  # rolled nights: events leave every window, the longest included
+FIRST_ROLLED = LAST - timedelta(days=29)  # rolled nights: events leave every window, the longest included
+NIGHTS = [FIRST_ROLLED - timedelta(days=1) + timedelta(days=n) for n in range((LAST - FIRST_ROLLED).days + 2)]
 
 
 @pytest.fixture(scope="module")
 def rolled(tmp_path_factory):
     """A 200-day world; built from scratch the night before FIRST_ROLLED, then rolled night by night."""
     root = tmp_path_factory.mktemp("rolling")
-    settings = Settings(data_root=root / "data", pseudonym_key=TEST_KEY.decode(), rebase_every_days=0)
+    settings = Settings(data_root=root / "data", pseudonym_key=TEST_KEY.decode(), rebase_every_days=0,
+                        state_retention_days=len(NIGHTS))  # the first night's state is looked at below
     simulate(settings.landing_dir, users=60, days=DAYS, start=START, seed=21,
              faults=Faults(duplicate=0.02, late=0.05), truth_dir=settings.truth_dir)
     for (channel, day), lines in _old_loans().items():
         write_drop(settings.landing_dir / channel / f"dt={day}" / "part-9000.jsonl.gz", lines)
     ingest_days(settings, START, DAYS)
-    night = FIRST_ROLLED - timedelta(days=1)
-    while night <= LAST:
+    shutil.copytree(settings.data_root, root / "before-the-nights")  # for the history built in one pass
+    for night in NIGHTS:
         build_features(night, settings)
-        night += timedelta(days=1)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def one_pass(rolled):
+    """The same world's nights built by one history build, from the same bronze."""
+    settings = rolled.model_copy(update={"data_root": rolled.data_root.parent / "before-the-nights"})
+    build_history(NIGHTS[0], NIGHTS[-1], settings)
     return settings
 
 
@@ -115,6 +133,21 @@ def test_rolled_nights_equal_a_rebuild_of_every_feature_and_window(rolled):
     table = pq.read_table(snapshot_path("payments", LAST, rolled))
     for window in (1, 7, 30, 90, LONGEST):  # the windows really hold values
         assert sum(table.column(f"payments__attempts_count_{window}d").to_pylist()) > 0
+
+
+def test_a_history_built_in_one_pass_equals_the_nights_built_one_by_one(rolled, one_pass):
+    records = [read_build(night, one_pass) for night in NIGHTS]
+    assert [r["state"] for r in records] == ["rebuilt"] + ["rolled"] * (len(NIGHTS) - 1)
+    for night in NIGHTS:  # every family's snapshot and the reconciliation, byte for byte
+        assert _snapshots(one_pass, night) == _snapshots(rolled, night), night
+        assert (reconciliation_path(night, one_pass).read_bytes()
+                == reconciliation_path(night, rolled).read_bytes()), night
+    # It leaves the state the nights left (every row; the nights' last one was since re-based), from
+    # which the next night rolls alike.
+    models = sorted(p.parent.parent.name for p in rolled.state_dir.glob(f"*/dt={LAST}/*.parquet"))
+    assert len(models) == len(state_models(rolled))
+    assert {m: state_differences(state_path(m, LAST, one_pass), state_path(m, LAST, rolled), rolled)
+            for m in models} == dict.fromkeys(models, 0)
 
 
 def test_the_loan_book_of_borrowers_inactive_for_longer_than_any_window_is_served(rolled):

@@ -1,11 +1,12 @@
-{#- dbt-duckdb 1.11.1's `external` materialization, copied unchanged but for two things. An empty result
+{#- dbt-duckdb 1.11.1's `external` materialization, copied unchanged but for three things. An empty result
     is written as a zero-row Parquet file with the model's columns. Upstream writes one row of NULLs
     (a workaround for empty writes to S3, and for CSV/JSON, which need a row to carry a schema) and
     hides it behind the view; but the snapshot FILES are what Feast and the quality gate read, so a
     family with no activity as of a day (credit before the first loan) published a user with a NULL
     key. The NULL row is kept where upstream needs it: CSV, JSON and partitioned Parquet.
-    dbt-duckdb#848 / #849 propose the same change. And a single Parquet file is written straight from
-    the query (see below). A project materialization overrides the adapter's of the same name. -#}
+    dbt-duckdb#848 / #849 propose the same change. A single Parquet file is written straight from the
+    query, and the as-of day is set for it, or each day of a history build in turn (see below). A
+    project materialization overrides the adapter's of the same name. -#}
 
 {% materialization external, adapter="duckdb", supported_languages=['sql', 'python'] %}
 
@@ -83,8 +84,20 @@
 {{ compiled_code }}
 )
     {%- endset %}
-    {{ write_to_file(query, location, write_options) }}
+    {#- millet: the query reads its as-of day from a DuckDB variable (macros/as_of.sql). A model kept per
+        day (`/dt=<as_of>/` in its location) is written for every day of a history build in turn, each
+        day's file before the next day's, which may read it; the view below points at the last. -#}
+    {%- set days = run_days() if '/dt=' ~ var('as_of') ~ '/' in location else [var('as_of')] -%}
+    {%- for day in days %}
+    {% call statement('as_of_' ~ loop.index) -%}
+      set variable as_of = date '{{ day }}'
+    {%- endcall %}
+    {{ write_to_file(query, location_on(location, day) if days | length > 1 else location, write_options) }}
+    {%- endfor %}
   {% else %}
+    {% call statement('as_of') -%}
+      set variable as_of = date '{{ var('as_of') }}'
+    {%- endcall %}
     -- build model
     {% call statement('create_table', language=language) -%}
       {{- create_table_as(False, temp_relation, compiled_code, language) }}

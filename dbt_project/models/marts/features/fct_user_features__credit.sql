@@ -5,7 +5,7 @@
     Every person who ever had a loan is here, however long ago their last event: the loan book comes
     from the carried state of every loan (models/state/credit), not from the windows. -#}
 
-{%- set as_of = day_literal(var('as_of')) %}
+{%- set as_of = as_of_day() %}
 
 with instalments as (
     select
@@ -13,7 +13,7 @@ with instalments as (
         sum(repaid) as instalments_repaid,
         {#- An overdue instalment is open until a repayment of it arrives. #}
         min(case when repaid = 0 then overdue_since end) as open_overdue_since
-    from {{ ref('state_credit__instalments') }}
+    from {{ day_file('state_credit__instalments') }}
     group by loan_id
 ),
 
@@ -21,7 +21,7 @@ with instalments as (
     count as paid here, the lender's ledger decides, and are counted as a feature of their own. -#}
 unconfirmed_repayments as (
     select user_key, count(*) as repayments_unconfirmed_by_bank_now
-    from {{ ref('rec_bank_repayments__unconfirmed') }}
+    from {{ day_file('rec_bank_repayments__unconfirmed') }}
     group by user_key
 ),
 
@@ -39,7 +39,7 @@ loan_book as (
         sum(case when coalesce(instalments_repaid, 0) >= term_months then 1 else 0 end) as loans_paid_off_total,
         sum(case when has_been_overdue = 1 and open_overdue_since is null then 1 else 0 end) as loans_cured_total,
         {{ whole_months_between('min(disbursed_on)', as_of) }} as months_on_book_now
-    from {{ ref('state_credit__loans') }}
+    from {{ day_file('state_credit__loans') }}
     left join instalments using (loan_id)
     where disbursed_on is not null
     group by user_key

@@ -4,7 +4,7 @@
     bank's booking lag has passed: the divergence that in 2019 got paying borrowers reported overdue.
     Kept per as-of day; the credit family counts it per user, the reconciliation check alerts on it. -#}
 
-{%- set as_of = "date '" ~ var('as_of') ~ "'" %}
+{%- set as_of = as_of_day() %}
 
 with repayments as (
     select user_key, loan_id, instalment_no, amount, event_date as repaid_on

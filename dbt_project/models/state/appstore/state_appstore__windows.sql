@@ -1,3 +1,5 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_appstore__maxima') }}
+-- depends_on: {{ ref('state_appstore__values') }}
 
-{{ rolling_window_state('appstore', 'int_appstore__user_daily') }}
+{{ rolling_window_state('appstore') }}

@@ -1,3 +1,4 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_commerce__maxima') }}
 
-{{ rolling_window_state('commerce', 'int_commerce__user_daily') }}
+{{ rolling_window_state('commerce') }}

@@ -1,3 +1,4 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_credit__maxima') }}
 
-{{ rolling_window_state('credit', ['int_loans__user_daily', 'int_bank_repayments__user_daily']) }}
+{{ rolling_window_state('credit') }}

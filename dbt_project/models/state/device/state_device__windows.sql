@@ -1,3 +1,4 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_device__maxima') }}
 
-{{ rolling_window_state('device', 'int_device__user_daily') }}
+{{ rolling_window_state('device') }}

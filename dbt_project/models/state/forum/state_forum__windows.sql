@@ -1,3 +1,5 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_forum__maxima') }}
+-- depends_on: {{ ref('state_forum__values') }}
 
-{{ rolling_window_state('forum', 'int_forum__user_daily') }}
+{{ rolling_window_state('forum') }}

@@ -1,3 +1,5 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_payments__maxima') }}
+-- depends_on: {{ ref('state_payments__values') }}
 
-{{ rolling_window_state('payments', 'int_payments__user_daily') }}
+{{ rolling_window_state('payments') }}

@@ -1,0 +1,101 @@
+"""Benchmark: a history built in one pass (every daily snapshot of 180 days) against one nightly run.
+
+    .venv/bin/python bench/bench_history.py --users 50000
+
+1. `prepare` simulates and ingests one real day, D0 (not timed), and copies its bronze to each of the
+   179 days before it and to the day after, D1, with every event moved by the same number of days (the
+   volume of 181 real days; ids repeat across days, which nothing downstream of ingestion minds).
+2. `history` builds every snapshot from D0 - 179 to D0 with `build_history` (the first night rebuilt from
+   the partials, the other 179 in one dbt build), in a fresh process.
+3. `nightly` builds D1 as any night does (rolled from D0's state), in a fresh process.
+Each reports wall time and peak RSS; `history_vs_nightly` is the ratio (the target: under 10).
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+D0 = date(2026, 6, 30)
+D1 = D0 + timedelta(days=1)
+DAYS = 180
+FIRST = D0 - timedelta(days=DAYS - 1)
+TIMED = ("history", "nightly")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--stage", choices=["all", "prepare", *TIMED], default="all")
+    parser.add_argument("--root", type=Path)
+    args = parser.parse_args()
+    if args.stage == "prepare":
+        return _prepare(_settings(args.root), args.users)
+    if args.stage in TIMED:
+        return print(json.dumps(_timed(_settings(args.root), args.stage)))
+    with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
+        results = {"users": args.users, "days": DAYS}
+        for stage in ("prepare", *TIMED):
+            done = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", tmp, "--users",
+                                   str(args.users)], capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
+            results[stage] = json.loads(done.stdout.strip().splitlines()[-1])
+        ratio = results["history"]["seconds"] / results["nightly"]["seconds"]
+        results["history_vs_nightly"] = round(ratio, 2)
+        print(json.dumps(results))
+
+
+def _settings(root: Path):
+    from millet.settings import Settings
+
+    return Settings(data_root=root, pseudonym_key="bench-only-key", rebase_every_days=0)
+
+
+def _prepare(settings, users: int) -> None:
+    import duckdb
+
+    from millet.contracts import contracts
+    from millet.ingest import ingest_channel_day
+    from millet.ingest.partition import PART_FILE, partition_dir
+    from millet.simulate import simulate
+
+    simulate(settings.landing_dir, users=users, days=1, start=D0, seed=7, truth_dir=settings.truth_dir)
+    for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
+        ingest_channel_day(contract.channel, D0, settings)
+    con = duckdb.connect()
+    for channel in sorted(p.name for p in settings.bronze_dir.iterdir()):
+        day0 = partition_dir(settings.bronze_dir / channel, str(D0))
+        for offset in [*range(-(DAYS - 1), 0), 1]:
+            target = partition_dir(settings.bronze_dir / channel, str(D0 + timedelta(days=offset)))
+            target.mkdir(parents=True, exist_ok=True)
+            con.execute(f"copy (select * replace (event_ts + interval ({offset}) day as event_ts) "
+                        f"from read_parquet('{day0}/*.parquet')) to '{target / PART_FILE}' "
+                        "(format parquet, compression zstd)")
+    print(json.dumps({"bronze_days": DAYS + 1}))
+
+
+def _timed(settings, stage: str) -> dict:
+    from millet.transform import build_features
+    from millet.transform.dbt import build_history
+
+    began = time.perf_counter()
+    if stage == "history":
+        build_history(FIRST, D0, settings)
+    else:
+        build_features(D1, settings)
+    seconds = time.perf_counter() - began
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+{#- The as-of day in SQL, and the files that are kept per as-of day.
+
+    Every day-dependent query reads the as-of day from a DuckDB variable, `getvariable('as_of')`, which the
+    `external` materialization sets before it runs a model: to var('as_of') on a night, to each day of the
+    range in turn on a history build (var('history_from'): one dbt invocation writes every day's files).
+    So one compiled query serves every day, and a history build runs exactly the nights' SQL. DuckDB folds
+    the variable into a constant when it plans, so Parquet row groups are still skipped by their dates. -#}
+
+{#- The as-of day, `days_back` days earlier (negative: later), as a SQL date. -#}
+{% macro as_of_day(days_back=0) -%}
+(getvariable('as_of'){{ ' - ' ~ days_back if days_back > 0 else (' + ' ~ (-days_back) if days_back < 0) }})
+{%- endmacro %}
+
+
+{#- The days a run writes: var('as_of') alone, or every day from var('history_from') to it. -#}
+{% macro run_days() %}
+{%- set last = modules.datetime.date.fromisoformat(var('as_of')) -%}
+{%- set first = modules.datetime.date.fromisoformat(var('history_from', var('as_of'))) -%}
+{%- if first > last -%}
+  {{ exceptions.raise_compiler_error("history_from " ~ first ~ " is after as_of " ~ last) }}
+{%- endif -%}
+{%- set days = [] -%}
+{%- for offset in range((last - first).days + 1) -%}
+  {%- do days.append((first + modules.datetime.timedelta(days=offset)).isoformat()) -%}
+{%- endfor -%}
+{{ return(days) }}
+{% endmacro %}
+
+
+{#- A file kept per as-of day: its path holds `/dt=<as_of>/`; the same path for another day. -#}
+{% macro location_on(location, day) %}
+{%- set marker = '/dt=' ~ var('as_of') ~ '/' -%}
+{%- if location.count(marker) != 1 -%}
+  {{ exceptions.raise_compiler_error("a model kept per day must have '" ~ marker ~ "' once in its location: " ~ location) }}
+{%- endif -%}
+{{ return(location.replace(marker, '/dt=' ~ day ~ '/')) }}
+{% endmacro %}
+
+
+{#- Another model's file for the as-of day (`days_back` days earlier): read the day's file, not the
+    model's view, which points at the last day a history build wrote. -#}
+{% macro day_file(model_name, days_back=0) %}
+{%- set relation = ref(model_name) -%}  {#- the dependency, for dbt's graph and lineage -#}
+{%- if not execute -%}
+  {{ return(relation) }}
+{%- endif -%}
+{{ return(read_day_file(graph.nodes['model.' ~ project_name ~ '.' ~ model_name].config.location, days_back)) }}
+{% endmacro %}
+
+
+{#- This state model's own file of yesterday. -#}
+{% macro yesterdays_state() %}{{ return(read_day_file(state_location(var('as_of')), 1)) }}{% endmacro %}
+
+
+{#- read_parquet of the file at `location` (a path for var('as_of')) for the as-of day `days_back` earlier. -#}
+{% macro read_day_file(location, days_back) %}
+{%- set parts = location.split('/dt=' ~ var('as_of') ~ '/') -%}
+{%- if parts | length != 2 -%}
+  {{ exceptions.raise_compiler_error("a file kept per day must have '/dt=" ~ var('as_of') ~ "/' once in its path: " ~ location) }}
+{%- endif -%}
+{{ return("read_parquet('" ~ parts[0] ~ "/dt=' || strftime(" ~ as_of_day(days_back) ~ ", '%Y-%m-%d') || '/" ~ parts[1] ~ "')") }}
+{% endmacro %}
+
+
+{#- Each state model's file for a day: <state dir>/<model>/dt=<day>/part-0.parquet. -#}
+{% macro state_location(day) %}
+{{- env_var('MILLET_STATE_DIR') }}/{{ model.name }}/dt={{ day }}/part-0.parquet
+{%- endmacro %}
+
+
+{#- Rows the lender learned of on the as-of day: arrived that day, or (a clock running ahead) arrived
+    earlier for an event on that day. -#}
+{% macro usable_today() %}
+{{ return(["arrived_on = " ~ as_of_day() ~ " and event_date <= " ~ as_of_day(),
+           "event_date = " ~ as_of_day() ~ " and arrived_on < " ~ as_of_day()]) }}
+{% endmacro %}
+
+
+{#- Every row the lender knew of on the as-of day. -#}
+{% macro known_by_as_of() %}
+{{ return("arrived_on <= " ~ as_of_day() ~ " and event_date <= " ~ as_of_day()) }}
+{% endmacro %}

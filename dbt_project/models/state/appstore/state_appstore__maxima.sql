@@ -1,0 +1,3 @@
+{{ config(location=state_location(var('as_of'))) }}
+
+{{ window_maxima_state('appstore') }}
