@@ -16,12 +16,12 @@ from millet.settings import REPO_ROOT
 
 SPEC_FILE = REPO_ROOT / "dbt_project" / "models" / "marts" / "features" / "_features__models.yml"
 
-AGG_DTYPE = {"count": "int32", "days_since_last": "int32", "days_active": "int32", "distinct": "int32",
-             "sum": "float32", "mean": "float32", "max": "float32", "share": "float32", "trend": "float32"}
-AGG_PHRASE = {"count": "count", "sum": "total", "mean": "mean per event", "max": "largest single value",
-              "share": "share", "days_since_last": "days since the last one",
-              "days_active": "days with at least one", "distinct": "distinct values"}
-TRENDED = ("count", "sum")  # aggregations that also get trend ratios
+# The aggregation kinds, declared once in dbt's project vars (`aggregations`): type, phrase, trends.
+DBT_PROJECT_FILE = REPO_ROOT / "dbt_project" / "dbt_project.yml"
+AGGREGATIONS = yaml.safe_load(DBT_PROJECT_FILE.read_text())["vars"]["aggregations"]
+AGG_DTYPE = {agg: kind["dtype"] for agg, kind in AGGREGATIONS.items()}
+AGG_PHRASE = {agg: kind["phrase"] for agg, kind in AGGREGATIONS.items() if "phrase" in kind}
+TRENDED = tuple(agg for agg, kind in AGGREGATIONS.items() if kind.get("trended"))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@
 {%- set spec = family_spec(family) -%}
 {%- set plan = window_plan(spec) -%}
 {%- set models = family_partials(family) -%}
-{%- set active_sources = plan.active | map(attribute=1) | unique | list %}
+{%- set active_sources = plan.active | map(attribute=1) | unique | list -%}
+{%- set leaving_windows = (plan.totals | map(attribute=1) | list + [plan.longest]) | unique | sort | list %}
 with
 {%- if var('rebase', false) %}
 
@@ -58,44 +59,66 @@ previous as (
     select * from {{ yesterdays_state() }}
 ),
 
-changes as (
+{#- The rows that became usable today, added to every window their event day falls in. -#}
+added as (
     select
         user_key,
-        sum({{ moved('1', plan.longest) }}) as rows_in_window
+        count(*) filter (where event_date > {{ as_of_day(plan.longest) }}) as rows_in_window
       {%- for source, window in plan.totals %}
-        , sum({{ moved(fixed_point(source), window) }}) as {{ total_column(source, window) }}
+        , sum(case when event_date > {{ as_of_day(window) }} then {{ fixed_point(source) }} else 0 end) as {{ total_column(source, window) }}
       {%- endfor %}
       {%- for source in plan.last_active %}
-        , max(case when usable_on = {{ as_of_day() }} and {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
+        , max(case when {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
       {%- endfor %}
       {%- for source in active_sources %}
-        , {{ active_days_bits(source, plan.longest, 'usable_on = ' ~ as_of_day()) }} as {{ active_bits_column(source) }}
+        , {{ active_days_bits(source, plan.longest) }} as {{ active_bits_column(source) }}
       {%- endfor %}
-    from ({{ changed_rows(models, plan.windows) }}) as changed_rows
+    from ({{ daily_rows(models, usable_today()) }}) as usable_rows
     group by user_key
 ),
+{%- for window in leaving_windows %}
+
+{#- The event day that left the {{ window }}-day window tonight (its rows known before today). -#}
+left_{{ window }}d as (
+    select
+        user_key
+      {%- if window == plan.longest %}
+        , count(*) as rows_in_window
+      {%- endif %}
+      {%- for source, total_window in plan.totals if total_window == window %}
+        , sum({{ fixed_point(source) }}) as {{ total_column(source, window) }}
+      {%- endfor %}
+    from ({{ daily_rows(models, ["event_date = " ~ as_of_day(window) ~ " and arrived_on < " ~ as_of_day()]) }}) as leaving_rows
+    group by user_key
+),
+{%- endfor %}
 
 totals as (
     select
         user_key,
-        cast(coalesce(previous.rows_in_window, 0) + coalesce(changes.rows_in_window, 0) as {{ dbt.type_bigint() }}) as rows_in_window
+        cast(coalesce(previous.rows_in_window, 0) + coalesce(added.rows_in_window, 0)
+             - coalesce(left_{{ plan.longest }}d.rows_in_window, 0) as {{ dbt.type_bigint() }}) as rows_in_window
       {%- for source, window in plan.totals %}
         {%- set column = total_column(source, window) %}
-        , cast(coalesce(previous.{{ column }}, 0) + coalesce(changes.{{ column }}, 0) as {{ dbt.type_bigint() }}) as {{ column }}
+        , cast(coalesce(previous.{{ column }}, 0) + coalesce(added.{{ column }}, 0)
+               - coalesce(left_{{ window }}d.{{ column }}, 0) as {{ dbt.type_bigint() }}) as {{ column }}
       {%- endfor %}
       {%- for source in plan.last_active %}
         {%- set column = last_active_column(source) %}
-        , case when greatest(previous.{{ column }}, changes.{{ column }}) > {{ as_of_day(plan.longest) }}
-               then greatest(previous.{{ column }}, changes.{{ column }}) end as {{ column }}
+        , case when greatest(previous.{{ column }}, added.{{ column }}) > {{ as_of_day(plan.longest) }}
+               then greatest(previous.{{ column }}, added.{{ column }}) end as {{ column }}
       {%- endfor %}
       {%- for source in active_sources %}
         {%- set column = active_bits_column(source) %}
         {#- yesterday's bit i is today's bit i + 1; the day that left the longest window falls off the end #}
         , cast((coalesce(cast(previous.{{ column }} as bit), {{ no_active_days(plan.longest) }}) >> 1)
-               | coalesce(cast(changes.{{ column }} as bit), {{ no_active_days(plan.longest) }}) as varchar) as {{ column }}
+               | coalesce(cast(added.{{ column }} as bit), {{ no_active_days(plan.longest) }}) as varchar) as {{ column }}
       {%- endfor %}
     from previous
-    full join changes using (user_key)
+    full join added using (user_key)
+  {%- for window in leaving_windows %}
+    full join left_{{ window }}d using (user_key)
+  {%- endfor %}
 )
 {%- endif %}
 {%- if plan.maxima %},
@@ -166,23 +189,19 @@ with candidates as (
   {%- endif %}
 ),
 
-per_day as (
-    select user_key, source, event_date, max(value) as value
-    from candidates
-    group by user_key, source, event_date
-),
-
+{#- A row stays if it beats every later day's; of a day's rows that stay (several arrivals), the largest. -#}
 steps as (
     select
         *,
         max(value) over (partition by user_key, source order by event_date
-                         rows between 1 following and unbounded following) as later_max
-    from per_day
+                         range between interval 1 day following and unbounded following) as later_max
+    from candidates
 )
 
-select user_key, source, event_date, value
+select user_key, source, event_date, max(value) as value
 from steps
 where later_max is null or value > later_max
+group by user_key, source, event_date
 order by user_key, source, event_date
 {% endmacro %}
 
@@ -264,7 +283,7 @@ order by user_key, source, value
       {%- endif -%}
       {%- for pair in pairs if pair not in totals -%}{%- do totals.append(pair) -%}{%- endfor -%}
     {%- endfor -%}
-    {%- if agg in ('count', 'sum') -%}
+    {%- if var('aggregations')[agg].get('trended') -%}
       {%- for short, long in spec.get('trends', []) -%}
         {%- for pair in [[source, short], [source, long]] if pair not in totals -%}{%- do totals.append(pair) -%}{%- endfor -%}
       {%- endfor -%}
@@ -275,29 +294,6 @@ order by user_key, source, value
            'totals': totals, 'last_active': last_active, 'maxima': scanned['max'],
            'active': scanned['days_active'], 'distinct': scanned['distinct']}) }}
 {% endmacro %}
-
-
-{#- A row's contribution to the change of a window's total on as-of day d: added on the day it became
-    usable if its event day is inside the window; subtracted on the day its event day leaves it. -#}
-{% macro moved(value, window) %}
-    case when usable_on = {{ as_of_day() }}
-         then case when event_date > {{ as_of_day(window) }} then {{ value }} else 0 end
-         when event_date = {{ as_of_day(window) }} then -{{ value }}
-         else 0 end
-{%- endmacro %}
-
-
-{#- The daily rows that change some window on the as-of day: those usable from that day, and, for each
-    window, the event day that leaves it (usable before). Separate scans with plain predicates, so that
-    DuckDB skips row groups by their min/max event_date and arrival day. -#}
-{% macro changed_rows(models, windows) %}
-{%- set filters = usable_today() -%}
-{%- for window in windows -%}
-  {%- do filters.append("event_date = " ~ as_of_day(window) ~ " and arrived_on < " ~ as_of_day()) -%}
-{%- endfor -%}
-select *, greatest(arrived_on, event_date) as usable_on
-from ({{ daily_rows(models, filters) }}) as rows_changed
-{%- endmacro %}
 
 
 {#- Every daily row the lender knew of on the as-of day whose event day is inside the longest window. -#}

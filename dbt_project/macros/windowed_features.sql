@@ -15,7 +15,7 @@ select
     {%- for window in spec['windows'] %}
     {{ window_feature(spec, metric, agg, source, window) }} as {{ feature_column(spec, metric, agg, window) }},
     {%- endfor %}
-    {%- if agg in ('count', 'sum') %}
+    {%- if var('aggregations')[agg].get('trended') %}
       {%- for short, long in spec.get('trends', []) %}
     {{ trend_ratio(source, short, long) }} as {{ feature_column(spec, metric, agg ~ '_trend_' ~ short ~ 'd', long) }},
       {%- endfor %}
