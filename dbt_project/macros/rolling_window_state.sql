@@ -88,7 +88,7 @@ left_{{ window }}d as (
       {%- for source, total_window in plan.totals if total_window == window %}
         , sum({{ fixed_point(source) }}) as {{ total_column(source, window) }}
       {%- endfor %}
-    from ({{ daily_rows(models, ["event_date = " ~ as_of_day(window) ~ " and arrived_on < " ~ as_of_day()]) }}) as leaving_rows
+    from ({{ leaving_rows(family, window) }}) as leaving_rows
     group by user_key
 ),
 {%- endfor %}
@@ -228,6 +228,36 @@ select user_key, source, value, max(last_seen) as last_seen
 from candidates
 group by user_key, source, value
 order by user_key, source, value
+{% endmacro %}
+
+
+{#- state_<family>__late: the daily rows that arrived after their event day, while that day is inside the
+    longest window. The rows of the day that leaves a window are found by their arrival day, which the
+    daily partials are ordered by (ingestion refuses an event stamped more than minutes after its drop
+    closed, so an event arrives on its day or the day before), and among these late ones: a scan of the
+    partials by event day alone would read every row group, a late event in each. -#}
+{% macro late_rows_state(family) %}
+{%- set longest = window_plan(family_spec(family)).longest -%}
+{{ depends_on_partials(family) }}
+{%- if var('rebase', false) %}
+select * from ({{ daily_rows(family_partials(family), [window_rows_filter(longest) ~ " and arrived_on > event_date"]) }}) as late
+{%- else %}
+select * from {{ yesterdays_state() }} where event_date > {{ as_of_day(longest) }}
+union all by name
+select * from ({{ daily_rows(family_partials(family), ["arrived_on = " ~ as_of_day() ~ " and event_date < " ~ as_of_day() ~ " and event_date > " ~ as_of_day(longest)]) }}) as late
+{%- endif %}
+order by event_date, user_key, arrived_on
+{% endmacro %}
+
+
+{#- The rows of the event day that leaves the `window`-day window tonight, as known before today: those
+    that came on time (or a day early), by their arrival day, and the late ones, from yesterday's state. -#}
+{% macro leaving_rows(family, window) %}
+{%- set day = as_of_day(window) -%}
+select * from ({{ daily_rows(family_partials(family), ["event_date = " ~ day ~ " and arrived_on between " ~ day ~ " - 1 and " ~ day]) }}) as on_time
+union all by name
+select * from {{ day_file('state_' ~ family ~ '__late', 1) }}
+where event_date = {{ day }}
 {% endmacro %}
 
 

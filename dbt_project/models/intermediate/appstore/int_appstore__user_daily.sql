@@ -15,8 +15,8 @@ aggregated_per_user_day as (
         count(*) filter (where action = 'purchase') as purchases,
         sum(price) filter (where action = 'purchase') as purchase_amount_sum,
         max(price) filter (where action = 'purchase') as purchase_amount_max,
-        coalesce(list(distinct app_id) filter (where action = 'install'), []) as installed_apps,
-        coalesce(list(distinct category) filter (where action = 'install'), []) as installed_categories
+        list_sort(coalesce(list(distinct app_id) filter (where action = 'install'), [])) as installed_apps,
+        list_sort(coalesce(list(distinct category) filter (where action = 'install'), [])) as installed_categories
         {{ each_category('appstore', 'category', 'installs', condition="action = 'install'") }}
         {{ each_category('appstore', 'category', 'uninstalls', condition="action = 'uninstall'") }}
         {{ each_category('appstore', 'category', 'purchases', condition="action = 'purchase'") }}

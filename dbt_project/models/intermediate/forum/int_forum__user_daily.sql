@@ -10,7 +10,7 @@ aggregated_per_user_day as (
         arrived_on,
         event_date,
         count(*) filter (where action <> 'reported') as actions,
-        coalesce(list(distinct board) filter (where action <> 'reported'), []) as boards,
+        list_sort(coalesce(list(distinct board) filter (where action <> 'reported'), [])) as boards,
         max(account_age_days) as account_age_days_max
         {{ each_category('forum', 'action', 'actions') }}
     from activities

@@ -16,7 +16,7 @@ aggregated_per_user_day as (
         count(*) filter (where status = 'declined_insufficient_funds') as declines_insufficient_funds,
         count(*) filter (where status = 'declined_other') as declines_other,
         sum(amount) filter (where status = 'declined_insufficient_funds') as amount_declined_sum,
-        coalesce(list(distinct merchant_category) filter (where status = 'approved'), []) as merchant_categories
+        list_sort(coalesce(list(distinct merchant_category) filter (where status = 'approved'), [])) as merchant_categories
         {{ each_category('payments', 'merchant_category', 'payments', condition="status = 'approved'") }}
         {{ each_category('payments', 'merchant_category', 'amount_paid', condition="status = 'approved'", measure='amount') }}
     from transactions

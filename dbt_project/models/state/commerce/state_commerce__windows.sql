@@ -1,4 +1,5 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_commerce__late') }}
 -- depends_on: {{ ref('state_commerce__maxima') }}
 
 {{ rolling_window_state('commerce') }}

@@ -1,4 +1,5 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_forum__late') }}
 -- depends_on: {{ ref('state_forum__maxima') }}
 -- depends_on: {{ ref('state_forum__values') }}
 

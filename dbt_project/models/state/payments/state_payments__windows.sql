@@ -1,4 +1,5 @@
 {{ config(location=state_location(var('as_of'))) }}
+-- depends_on: {{ ref('state_payments__late') }}
 -- depends_on: {{ ref('state_payments__maxima') }}
 -- depends_on: {{ ref('state_payments__values') }}
 

@@ -1,0 +1,3 @@
+{{ config(location=state_location(var('as_of'))) }}
+
+{{ late_rows_state('forum') }}
