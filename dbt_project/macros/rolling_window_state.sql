@@ -25,6 +25,9 @@
 
 {% macro state_units() %}10000{% endmacro %}
 
+{#- How many window totals one aggregate of a re-base computes. -#}
+{% macro rebuild_batch() %}{{ return(100) }}{% endmacro %}
+
 
 {#- state_<family>__windows: the totals, last active days and active-day bitmaps, and each window's
     max and distinct count, read from the family's other two states, under the features' own names. -#}
@@ -36,14 +39,14 @@
 {%- set leaving_windows = (plan.totals | map(attribute=1) | list + [plan.longest]) | unique | sort | list %}
 with
 {%- if var('rebase', false) %}
+{%- set batches = plan.totals | batch(rebuild_batch()) | list %}
 
-totals as (
+{# In batches of totals, each its own aggregate joined on the user: one aggregate of every total held
+   1M users x 700 running sums, past any memory limit, and DuckDB spilled it past the free disk. #}
+window_users as (
     select
         user_key,
         cast(count(*) as {{ dbt.type_bigint() }}) as rows_in_window
-      {%- for source, window in plan.totals %}
-        , {{ exact_sum("case when event_date > " ~ as_of_day(window) ~ " then " ~ fixed_point(source) ~ " else 0 end") }} as {{ total_column(source, window) }}
-      {%- endfor %}
       {%- for source in plan.last_active %}
         , max(case when {{ source }} > 0 then event_date end) as {{ last_active_column(source) }}
       {%- endfor %}
@@ -52,6 +55,37 @@ totals as (
       {%- endfor %}
     from ({{ daily_rows(models, [window_rows_filter(plan.longest)]) }}) as window_rows
     group by user_key
+),
+{%- for batch in batches %}
+
+totals_{{ loop.index }} as (
+    select
+        user_key
+      {%- for source, window in batch %}
+        , {{ exact_sum("case when event_date > " ~ as_of_day(window) ~ " then " ~ fixed_point(source) ~ " else 0 end") }} as {{ total_column(source, window) }}
+      {%- endfor %}
+    from ({{ daily_rows(models, [window_rows_filter(plan.longest)]) }}) as window_rows
+    group by user_key
+),
+{%- endfor %}
+
+totals as (
+    select
+        user_key,
+        window_users.rows_in_window
+      {%- for source, window in plan.totals %}
+        , {{ total_column(source, window) }}
+      {%- endfor %}
+      {%- for source in plan.last_active %}
+        , {{ last_active_column(source) }}
+      {%- endfor %}
+      {%- for source in active_sources %}
+        , {{ active_bits_column(source) }}
+      {%- endfor %}
+    from window_users
+  {%- for batch in batches %}
+    join totals_{{ loop.index }} using (user_key)
+  {%- endfor %}
 )
 {%- else %}
 
