@@ -54,11 +54,8 @@
 
 {#- read_parquet of the file at `location` (a path for var('as_of')) for the as-of day `days_back` earlier. -#}
 {% macro read_day_file(location, days_back) %}
-{%- set parts = location.split('/dt=' ~ var('as_of') ~ '/') -%}
-{%- if parts | length != 2 -%}
-  {{ exceptions.raise_compiler_error("a file kept per day must have '/dt=" ~ var('as_of') ~ "/' once in its path: " ~ location) }}
-{%- endif -%}
-{{ return("read_parquet('" ~ parts[0] ~ "/dt=' || strftime(" ~ as_of_day(days_back) ~ ", '%Y-%m-%d') || '/" ~ parts[1] ~ "')") }}
+{%- set day = "' || strftime(" ~ as_of_day(days_back) ~ ", '%Y-%m-%d') || '" -%}
+{{ return("read_parquet('" ~ location_on(location, day) ~ "')") }}
 {% endmacro %}
 
 
