@@ -4,10 +4,12 @@
 
 Writes synthetic snapshots (the real schema; --days daily snapshots of --users users) and --labels label
 rows at random instants over those days. Then, each in its own process so each peak is its own:
-- `feast`: Feast's `get_historical_features` for the service (what `millet training-set` calls), to Arrow;
+- `millet`: what `millet training-set` does between reading the labels and writing the frame: Feast's
+  `get_historical_features` for the service on Millet's offline store, to Arrow, in the labels' order;
+- `feast`: the same call on Feast's own DuckDB offline store (what Millet used before);
 - `bare`: DuckDB alone, one ASOF LEFT JOIN per feature view on user_key and time, with the same TTL.
-Prints one JSON line: seconds and peak RSS of each, their ratio, and whether the two frames agree on a
-sample of rows.
+Prints one JSON line: seconds and peak RSS of each, their ratios to the bare join, and whether the
+frames agree with the bare join's on a sample of rows.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from millet.serving.definitions import SERVICES, SNAPSHOT_TTL  # noqa: E402
 from millet.serving.store import snapshot_timestamp  # noqa: E402
 
 SERVICE = "repayment_ability_v1"
+RUNS = ("bare", "millet", "feast")
 FIRST_DAY = "2026-07-01"
 
 
@@ -42,7 +45,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--run", choices=["feast", "bare"])
+    parser.add_argument("--run", choices=RUNS)
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
     if args.run:
@@ -50,12 +53,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="millet-bench-train-"))
     try:
         features = _prepare(work, args)
-        runs = {kind: _in_process(kind, work) for kind in ("bare", "feast")}
-        agree = _agree(work / "bare.parquet", work / "feast.parquet")
+        runs = {kind: _in_process(kind, work) for kind in RUNS}
+        agree = {kind: _agree(work / "bare.parquet", work / f"{kind}.parquet") for kind in RUNS[1:]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"labels": args.labels, "service": SERVICE, "features": features, **runs,
-                      "time_ratio": round(runs["feast"]["s"] / runs["bare"]["s"], 2), "frames_agree": agree}))
+    ratios = {f"{kind}_time_ratio": round(runs[kind]["s"] / runs["bare"]["s"], 2) for kind in RUNS[1:]}
+    print(json.dumps({"labels": args.labels, "service": SERVICE, "features": features, **runs, **ratios,
+                      "frames_agree_with_bare": agree}))
 
 
 def _prepare(work: Path, args) -> int:
@@ -91,7 +95,7 @@ def _in_process(kind: str, work: Path) -> dict:
 
 def _run(kind: str, work: Path) -> None:
     labels = pq.read_table(work / "labels.parquet")
-    build = _feast(work) if kind == "feast" else _bare(work)  # set-up (registry, connection) not timed
+    build = _bare(work) if kind == "bare" else _feast(work, kind)  # set-up (registry, connection) not timed
     started = time.perf_counter()
     frame = build(labels)
     seconds = time.perf_counter() - started
@@ -101,16 +105,21 @@ def _run(kind: str, work: Path) -> None:
                              "peak_rss_gb": round(peak, 2)}}))
 
 
-def _feast(work: Path):
-    from millet.serving.store import store_over
+def _feast(work: Path, kind: str):
+    from millet.serving.store import OFFLINE_STORE, store_over
+    from millet.serving.training import entity_frame, in_label_order
 
     keep = next(s for s in SERVICES if s.name == SERVICE).wants
-    store = store_over(work / "snapshots", work / "repo", {"type": "sqlite", "path": str(work / "o.db")},
-                       keep=keep, project="bench_train")
+    store = store_over(work / "snapshots", work / kind, {"type": "sqlite", "path": str(work / kind / "o.db")},
+                       keep=keep, project="bench_train",
+                       offline_store=OFFLINE_STORE if kind == "millet" else "duckdb")
     service = store.get_feature_service(SERVICE)
-    # What millet.serving.training.training_set does, minus reading the labels file.
-    return lambda labels: store.get_historical_features(entity_df=labels.to_pandas(),
-                                                        features=service).to_arrow()
+
+    def build(labels: pa.Table) -> pa.Table:
+        # millet.serving.training.training_table, minus reading the labels file and opening the store
+        job = store.get_historical_features(entity_df=entity_frame(labels.to_pandas()), features=service)
+        return in_label_order(job.to_arrow())
+    return build
 
 
 def _bare(work: Path):
@@ -131,7 +140,7 @@ def _asof_sql(work: Path) -> str:
     for i, family in enumerate(sorted(p.name for p in (work / "snapshots").iterdir())):
         columns = [c for c in pq.read_schema(next((work / "snapshots" / family).rglob("*.parquet"))).names
                    if c not in ("user_key", "event_timestamp")]
-        select += [f"case when f{i}.event_timestamp > l.event_timestamp - interval {ttl} second "
+        select += [f"case when f{i}.event_timestamp >= l.event_timestamp - interval {ttl} second "
                    f"then f{i}.\"{c}\" end as \"{c}\"" for c in columns]
         joins.append(f"asof left join read_parquet('{work}/snapshots/{family}/*/*.parquet') f{i} "
                      f"on l.user_key = f{i}.user_key and l.event_timestamp >= f{i}.event_timestamp")

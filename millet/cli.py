@@ -153,14 +153,16 @@ def training_set_command(
     service: Annotated[str, typer.Option(help="Feast feature service.")] = DEFAULT_SERVICE,
 ) -> None:
     """A point-in-time-correct training frame: each label row with the features known at its timestamp."""
-    from millet.serving.training import BadLabels, training_set
+    import pyarrow.parquet as pq
+
+    from millet.serving.training import BadLabels, training_table
 
     try:
-        frame = training_set(labels, service)
+        table = training_table(labels, service)
     except BadLabels as exc:
         _fail(str(exc))
-    frame.to_parquet(out, index=False)
-    typer.echo(f"wrote {out}: {len(frame):,} label rows × {frame.shape[1] - 2:,} columns ({service})")
+    pq.write_table(table, out)
+    typer.echo(f"wrote {out}: {table.num_rows:,} label rows × {table.num_columns - 2:,} columns ({service})")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 from millet.settings import Settings, get_settings
 
 DEFAULT_SERVICE = "credit_risk_v1"
+OFFLINE_STORE = "millet.serving.offline_store.AsofDuckDBOfflineStore"  # as in features/feature_store*.yaml
 
 
 def store_yaml(settings: Settings) -> Path:
@@ -53,7 +54,7 @@ def publish_features(day: str | date, settings: Settings | None = None) -> dict:
 
 
 def store_over(snapshots_dir: Path, work_dir: Path, online_store: dict, batch_engine: dict | str = "local",
-               project: str = "millet", keep=None):
+               project: str = "millet", keep=None, offline_store: str = OFFLINE_STORE):
     """A FeatureStore with Millet's objects (those features `keep` accepts) over snapshots in
     `snapshots_dir`, and the stores named: to compare online stores and engines on the same data."""
     from feast import FeatureStore, RepoConfig
@@ -63,7 +64,7 @@ def store_over(snapshots_dir: Path, work_dir: Path, online_store: dict, batch_en
     work_dir.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(project=project, provider="local", registry=str(work_dir / "registry.db"),
                         online_store=online_store, batch_engine=batch_engine,
-                        offline_store={"type": "duckdb"}, entity_key_serialization_version=3,
+                        offline_store={"type": offline_store}, entity_key_serialization_version=3,
                         repo_path=str(work_dir))
     store = FeatureStore(config=config)
     store.apply(feast_objects(snapshots_dir, keep))

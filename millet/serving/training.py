@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from millet.serving.store import DEFAULT_SERVICE, open_store
 from millet.settings import Settings
@@ -28,11 +31,25 @@ class BadLabels(ValueError):
 def training_set(labels: pd.DataFrame | str | Path, service: str = DEFAULT_SERVICE,
                  settings: Settings | None = None) -> pd.DataFrame:
     """The label rows with the service's features as of each row's timestamp, in the labels' order."""
+    return training_table(labels, service, settings).to_pandas()
+
+
+def training_table(labels: pd.DataFrame | str | Path, service: str = DEFAULT_SERVICE,
+                   settings: Settings | None = None) -> pa.Table:
+    """training_set as an Arrow table: what `millet training-set` writes, with no pandas copy of it."""
     entity_df = entity_frame(read_labels(labels) if isinstance(labels, str | Path) else labels)
     store = open_store(settings)
     job = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service))
-    frame = job.to_df()
-    return frame.sort_values("_label_row").drop(columns="_label_row").reset_index(drop=True)
+    return in_label_order(job.to_arrow())
+
+
+def in_label_order(table: pa.Table) -> pa.Table:
+    """Feast does not promise an order (Millet's offline store keeps the entity frame's; Feast's own
+    does not), so rows are put back in the labels' order unless they are in it already."""
+    rows = table["_label_row"].to_numpy()
+    if not np.array_equal(rows, np.arange(len(rows))):
+        table = table.take(pc.sort_indices(table["_label_row"]))
+    return table.drop_columns("_label_row")
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
