@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         "build rebuilds every window from the daily partials instead of rolling yesterday's state forward, "
         "and compares the two (a warning alert on any difference); 0: only on demand (`millet run --rebase`) "
         "and when yesterday's state is missing.")
+    state_user_slices: int = Field(
+        1, ge=1, description="Each rolling window state model runs as this many queries, one per range of "
+        "user keys, whose files are then concatenated: the same rows with about 1/N of the memory. 1 at "
+        "demo scale; about one slice per 150,000 users where a re-base of the widest state would "
+        "otherwise spill to disk.")
     state_retention_days: int = Field(
         7, description="Rolling window state files older than this many days before the as-of day are "
         "deleted after a build: only yesterday's is read; a week lets a recent night be re-run without a "

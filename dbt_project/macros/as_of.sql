@@ -52,10 +52,13 @@
 {% macro yesterdays_state() %}{{ return(read_day_file(state_location(var('as_of')), 1)) }}{% endmacro %}
 
 
-{#- read_parquet of the file at `location` (a path for var('as_of')) for the as-of day `days_back` earlier. -#}
+{#- read_parquet of the file at `location` (a path for var('as_of')) for the as-of day `days_back` earlier;
+    in a model run in user slices, its rows of the slice's users. -#}
 {% macro read_day_file(location, days_back) %}
 {%- set day = "' || strftime(" ~ as_of_day(days_back) ~ ", '%Y-%m-%d') || '" -%}
-{{ return("read_parquet('" ~ location_on(location, day) ~ "')") }}
+{%- set file = "read_parquet('" ~ location_on(location, day) ~ "')" -%}
+{%- set in_slice = and_in_user_slice() -%}
+{{ return("(select * from " ~ file ~ " where true" ~ in_slice ~ ")" if in_slice else file) }}
 {% endmacro %}
 
 

@@ -8,7 +8,7 @@
 {%- set filters = usable_today() if not var('rebase', false) else [known_by_as_of()] -%}
 with events as (
   {%- for condition in filters %}
-    {{ 'union all ' if not loop.first }}select * from {{ ref(events_model) }} where {{ condition }} and {{ where }}
+    {{ 'union all ' if not loop.first }}select * from {{ ref(events_model) }} where {{ condition }} and {{ where }}{{ and_in_user_slice() }}
   {%- endfor %}
 ),
 

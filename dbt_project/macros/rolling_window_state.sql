@@ -378,7 +378,7 @@ where event_date = {{ day }}
 {% macro _filtered(daily_model, filters) %}
 (
   {%- for condition in filters %}
-    {{ 'union all ' if not loop.first }}select * from {{ ref(daily_model) }} where {{ condition }}
+    {{ 'union all ' if not loop.first }}select * from {{ ref(daily_model) }} where {{ condition }}{{ and_in_user_slice() }}
   {%- endfor %}
 )
 {%- endmacro %}

@@ -109,7 +109,15 @@ def _day_files(day: date, settings: Settings) -> list[Path]:
     """The files dbt writes for as-of `day` (DuckDB's COPY does not create their folders)."""
     return [*(snapshot_path(fam.name, day, settings) for fam in families()),
             *(state_path(model, day, settings) for model in state_models(settings)),
+            *(_slice_files(day, settings) if settings.state_user_slices > 1 else ()),
             reconciliation_path(day, settings)]
+
+
+def _slice_files(day: date, settings: Settings) -> list[Path]:
+    """A state model's files per user slice, concatenated into its day's file (the `external`
+    materialization's write_in_user_slices): in its own folder, overwritten by each run."""
+    return [state_path(model, day, settings).parent.parent / "_slices" / f"part-{k}.parquet"
+            for model in state_models(settings) for k in range(settings.state_user_slices)]
 
 
 def is_rebase_day(day: date, settings: Settings) -> bool:
@@ -227,7 +235,8 @@ def _remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
 def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None) -> list[str]:
     """The project's vars for as-of `day` (for every day from `history_from` to it, if given) and where
     dbt's own files go."""
-    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase}
+    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase,
+                "user_slices": settings.state_user_slices}
     if history_from:
         dbt_vars["history_from"] = str(history_from)
     return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]

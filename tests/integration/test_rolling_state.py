@@ -59,8 +59,10 @@ def rolled(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_pass(rolled):
-    """The same world's nights built by one history build, from the same bronze."""
-    settings = rolled.model_copy(update={"data_root": rolled.data_root.parent / "before-the-nights"})
+    """The same world's nights built by one history build, from the same bronze, each state model in 2
+    slices of users (the nights ran each as one query)."""
+    settings = rolled.model_copy(update={"data_root": rolled.data_root.parent / "before-the-nights",
+                                         "state_user_slices": 2})
     build_history(NIGHTS[0], NIGHTS[-1], settings)
     return settings
 
@@ -101,8 +103,11 @@ def _snapshots(settings: Settings, day: date) -> dict[str, bytes]:
 
 
 def _window_users(settings: Settings, day: date) -> set[str]:
-    path = state_path("state_credit__windows", day, settings)
-    return set(pq.read_table(path, columns=["user_key"]).column(0).to_pylist())
+    return set(_window_users_of(settings, "state_credit__windows", day))
+
+
+def _window_users_of(settings: Settings, model: str, day: date) -> list[str]:
+    return pq.read_table(state_path(model, day, settings), columns=["user_key"]).column(0).to_pylist()
 
 
 def _daily(settings: Settings, sql: str) -> list[tuple]:
@@ -124,10 +129,15 @@ def test_rolled_nights_equal_a_rebuild_of_every_feature_and_window(rolled):
     assert defaulted in _window_users(rolled, FIRST_ROLLED - timedelta(days=1))
     assert defaulted not in _window_users(rolled, LAST)
 
-    build_features(LAST, rolled, rebase=True)
+    # The re-base runs each state model in 3 slices of users (the rolled nights ran each as one query).
+    build_features(LAST, rolled.model_copy(update={"state_user_slices": 3}), rebase=True)
 
     record = read_build(LAST, rolled)
     assert record["state"] == "rebuilt"
+    slices = [pq.read_table(rolled.state_dir / "state_payments__windows" / "_slices" / f"part-{k}.parquet",
+                            columns=["user_key"]).column(0).to_pylist() for k in range(3)]
+    whole = _window_users_of(rolled, "state_payments__windows", LAST)
+    assert all(slices) and [k for part in slices for k in part] == whole == sorted(whole)  # key ranges
     assert set(record["rolled_vs_rebuilt"].values()) == {0}  # every state model, every column
     assert _snapshots(rolled, LAST) == rolled_snapshots  # every feature, every window, byte for byte
     table = pq.read_table(snapshot_path("payments", LAST, rolled))

@@ -92,7 +92,7 @@
     {% call statement('as_of_' ~ loop.index) -%}
       set variable as_of = date '{{ day }}'
     {%- endcall %}
-    {{ write_to_file(query, location_on(location, day) if days | length > 1 else location, write_options) }}
+    {{ write_in_user_slices(query, location_on(location, day) if days | length > 1 else location, write_options) }}
     {%- endfor %}
   {% else %}
     {% call statement('as_of') -%}
@@ -231,3 +231,26 @@
   {{ return({'relations': [target_relation]}) }}
 
 {% endmaterialization %}
+
+
+{#- millet: the query written to `target`, whole, or (macros/user_slices.sql) one file per range of user
+    keys under the model's _slices folder, which are then concatenated in key order into `target`. -#}
+{% macro write_in_user_slices(query, target, write_options) %}
+{%- set slices = user_slices() -%}
+{%- if slices == 1 -%}
+  {{ write_to_file(query, target, write_options) }}
+{%- else -%}
+  {%- set folder = target.rsplit('/dt=', 1)[0] ~ '/_slices' -%}
+  {%- set parts = [] -%}
+  {%- for lower, upper in user_slice_bounds(slices) %}
+    {% call statement('user_slice_' ~ loop.index) -%}
+      set variable user_slice_from = '{{ lower }}';
+      set variable user_slice_to = {{ "'" ~ upper ~ "'" if upper else 'cast(null as varchar)' }}
+    {%- endcall %}
+    {%- set part = folder ~ '/part-' ~ loop.index0 ~ '.parquet' -%}
+    {{ write_to_file(query, part, write_options) }}
+    {%- do parts.append("'" ~ part ~ "'") -%}
+  {%- endfor %}
+  {{ write_to_file("(select * from read_parquet([" ~ parts | join(', ') ~ "]))", target, write_options) }}
+{%- endif -%}
+{% endmacro %}
