@@ -13,6 +13,7 @@ date typed far ahead (the build for it succeeds on whatever bronze there is) can
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from datetime import UTC, date, datetime, timedelta
@@ -68,8 +69,9 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
         path.parent.mkdir(parents=True, exist_ok=True)
     can_roll = all(state_path(model, day - timedelta(days=1), settings).exists() for model in states)
     rebase = rebase or full_refresh or is_rebase_day(day, settings) or not can_roll
-    rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
-    _invoke(["build", *_dbt_args(day, rebase, settings), *(["--full-refresh"] if full_refresh else [])])
+    with _user_slice_folders(settings):
+        rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
+        _invoke(["build", *_dbt_args(day, rebase, settings), *(["--full-refresh"] if full_refresh else [])])
     differences = _compare_with_rolled(day, rolled, states, settings) if rolled else None
     prune_snapshots(day, settings)  # before this build is recorded: it is not yet a run to prune from
     prune_state(day, settings)
@@ -96,7 +98,8 @@ def build_history(first: str | date, last: str | date, settings: Settings | None
     for day in days:
         for path in _day_files(day, settings):
             path.parent.mkdir(parents=True, exist_ok=True)
-    _invoke(["build", *_dbt_args(last, False, settings, history_from=days[0])])
+    with _user_slice_folders(settings):
+        _invoke(["build", *_dbt_args(last, False, settings, history_from=days[0])])
     prune_snapshots(last, settings)
     prune_state(last, settings)
     for day in days:
@@ -109,15 +112,23 @@ def _day_files(day: date, settings: Settings) -> list[Path]:
     """The files dbt writes for as-of `day` (DuckDB's COPY does not create their folders)."""
     return [*(snapshot_path(fam.name, day, settings) for fam in families()),
             *(state_path(model, day, settings) for model in state_models(settings)),
-            *(_slice_files(day, settings) if settings.state_user_slices > 1 else ()),
             reconciliation_path(day, settings)]
 
 
-def _slice_files(day: date, settings: Settings) -> list[Path]:
-    """A state model's files per user slice, concatenated into its day's file (the `external`
-    materialization's write_in_user_slices): in its own folder, overwritten by each run."""
-    return [state_path(model, day, settings).parent.parent / "_slices" / f"part-{k}.parquet"
-            for model in state_models(settings) for k in range(settings.state_user_slices)]
+@contextlib.contextmanager
+def _user_slice_folders(settings: Settings):
+    """Where the state models' user slices are written (the `external` materialization's
+    write_in_user_slices: <state dir>/<model>/_slices), there while dbt runs: each model's slices are
+    concatenated into its day's file, so they are removed after."""
+    folders = [settings.state_dir / model / "_slices" for model in state_models(settings)
+               if settings.state_user_slices > 1]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_rebase_day(day: date, settings: Settings) -> bool:
