@@ -287,15 +287,37 @@ def _create_backfill(start: date | str, end: date | str, reprocess: str) -> int:
     # What `airflow backfill create` and the REST API call; in-process so the id comes back typed.
     from airflow.exceptions import AirflowException
     from airflow.models.backfill import ReprocessBehavior, _create_backfill
+    from sqlalchemy.exc import OperationalError
 
     try:
-        created = _create_backfill(dag_id=DAG_ID, from_date=_midnight(start), to_date=_midnight(end),
-                                   max_active_runs=1, reverse=False,
-                                   dag_run_conf=None, triggering_user_name="millet",
-                                   reprocess_behavior=ReprocessBehavior(reprocess))
+        created = retry_when_locked(lambda: _create_backfill(
+            dag_id=DAG_ID, from_date=_midnight(start), to_date=_midnight(end), max_active_runs=1,
+            reverse=False, dag_run_conf=None, triggering_user_name="millet",
+            reprocess_behavior=ReprocessBehavior(reprocess)))
     except (AirflowException, ValueError) as exc:  # e.g. another backfill still running, no runs to make
         raise BackfillFailed(f"Airflow refused the backfill: {exc}") from exc
+    except OperationalError as exc:
+        raise BackfillFailed(f"Airflow could not create the backfill: {exc.orig}") from exc
     return created.id
+
+
+def retry_when_locked(write, tries: int = 5, wait=None):
+    """`write()`, again after a wait while the metadata database reports its lock taken: Airflow undoes
+    a half-made backfill on a lock error and asks for a retry (its REST API answers 503). SQLite fails
+    at once, without waiting, when two connections would deadlock on its lock."""
+    import time
+
+    from airflow.utils.sqlalchemy import is_lock_not_available_error
+    from sqlalchemy.exc import OperationalError
+
+    wait = wait or time.sleep
+    for attempt in range(1, tries + 1):
+        try:
+            return write()
+        except OperationalError as exc:
+            if attempt == tries or not is_lock_not_available_error(exc):
+                raise
+            wait(attempt * _POLL_S)
 
 
 def _end_backfill(backfill_id: int) -> None:

@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_CONNECT_TIMEOUT_S = 10
+# Airflow's services and Millet's own process write one SQLite file; a writer waits this long for
+# another's lock (SQLite's default, 5 s, is short for a scheduler loop on a busy two-core machine).
+SQLITE_BUSY_TIMEOUT_S = 60
 
 
 class Settings(BaseSettings):
@@ -260,7 +263,7 @@ class Settings(BaseSettings):
     def airflow_database(self) -> str:
         url = self.airflow_database_url
         if url is None:
-            return f"sqlite:///{self.airflow_home / 'airflow.db'}"
+            return f"sqlite:///{self.airflow_home / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
         if url.startswith("postgresql") and "connect_timeout=" not in url:
             # A server that accepts and never answers must fail the command, not hang it.
             url += f"{'&' if '?' in url else '?'}connect_timeout={DATABASE_CONNECT_TIMEOUT_S}"

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -155,3 +156,46 @@ def test_a_metadata_database_that_does_not_answer_ends_the_command_with_a_messag
     assert "did not answer" in err and "MILLET_AIRFLOW_DATABASE_URL" in err
     assert "Traceback" not in err
     assert time.monotonic() - started < 90
+
+
+def test_creating_the_backfill_waits_out_a_locked_metadata_database_and_gives_up_after_its_tries(tmp_path):
+    # The lock is a real SQLite lock held by another connection, as the scheduler holds it; `write` is
+    # an insert that waits for no lock, so each try fails at once while the lock is held.
+    from millet.orchestrate import retry_when_locked
+    from millet.settings import get_settings
+
+    get_settings().export_for_airflow()  # Airflow reads its home when first imported: the session's
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    path = tmp_path / "metadata.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    with engine.begin() as connection:
+        connection.exec_driver_sql("create table runs (day text)")
+    holder = sqlite3.connect(path, isolation_level=None)
+    waits = []
+
+    def write():
+        with engine.begin() as connection:
+            connection.exec_driver_sql("insert into runs values ('2026-03-01')")
+        return "created"
+
+    def release_after_two_waits(seconds):
+        waits.append(seconds)
+        if len(waits) == 2:
+            holder.execute("rollback")
+
+    holder.execute("begin exclusive")
+    try:
+        assert retry_when_locked(write, tries=3, wait=release_after_two_waits) == "created"
+        assert waits == [2, 4]
+        holder.execute("begin exclusive")
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+            retry_when_locked(write, tries=3, wait=waits.append)  # never released: three tries, then up
+        assert waits == [2, 4, 2, 4]
+    finally:
+        holder.close()
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql("select count(*) from runs").scalar() == 1
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="no such table"):  # not a lock: at once
+            retry_when_locked(lambda: connection.exec_driver_sql("select * from no_table"), wait=waits.append)
+    assert waits == [2, 4, 2, 4]
+    engine.dispose()
