@@ -63,14 +63,14 @@ def _settings(root: Path):
 def _prepare(settings, users: int) -> None:
     import duckdb
 
-    from millet.contracts import contracts
+    from millet.contracts import ingestion_order
     from millet.ingest import ingest_channel_day
     from millet.ingest.partition import PART_FILE, partition_dir
     from millet.simulate import simulate
 
     simulate(settings.landing_dir, users=users, days=1, start=D0, seed=7, truth_dir=settings.truth_dir)
-    for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
-        ingest_channel_day(contract.channel, D0, settings)
+    for channel in ingestion_order():
+        ingest_channel_day(channel, D0, settings)
     con = duckdb.connect()
     for channel in sorted(p.name for p in settings.bronze_dir.iterdir()):
         day0 = partition_dir(settings.bronze_dir / channel, str(D0))

@@ -65,7 +65,7 @@ def _settings(root: Path):
 
 
 def _world(root: Path, users: int, feed_users: int) -> float:
-    from millet.contracts import contracts
+    from millet.contracts import ingestion_order
     from millet.ingest import ingest_channel_day
     from millet.simulate import simulate
     from millet.simulate.faults import Faults
@@ -77,8 +77,8 @@ def _world(root: Path, users: int, feed_users: int) -> float:
     simulate(settings.landing_dir, users=feed_users, days=2, start=first, seed=3,
              faults=Faults.realistic(first), truth_dir=settings.truth_dir)
     for day in (first, DAY):
-        for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
-            ingest_channel_day(contract.channel, day, settings)
+        for channel in ingestion_order():
+            ingest_channel_day(channel, day, settings)
     _build_reconciliation(settings)
     for day in (first, DAY):
         _write_snapshots(settings.snapshots_dir, users, None, str(day))

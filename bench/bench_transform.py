@@ -74,15 +74,15 @@ def _settings(root: Path, duckdb_memory_limit: str = "4GB", user_slices: int = 1
 def _prepare(settings, users: int) -> None:
     import duckdb
 
-    from millet.contracts import contracts
+    from millet.contracts import ingestion_order
     from millet.ingest import ingest_channel_day
     from millet.simulate import simulate
     from millet.transform import build_features
 
     simulate(settings.landing_dir, users=users, days=2, start=D0, seed=7, truth_dir=settings.truth_dir)
     for day in (D0, D1):
-        for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
-            ingest_channel_day(contract.channel, day, settings)
+        for channel in ingestion_order():
+            ingest_channel_day(channel, day, settings)
     build_features(D0, settings)
     con = duckdb.connect(str(settings.warehouse_path))
     models = [name for (name,) in con.sql("select table_name from information_schema.tables "

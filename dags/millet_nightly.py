@@ -46,17 +46,16 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
 def millet_nightly():
     @task
     def ingest_consent(ds: str | None = None) -> dict:
-        from millet.contracts import contracts
+        from millet.contracts import consent_feed
         from millet.ingest import ingest_channel_day
 
-        feed = next(c.channel for c in contracts().values() if c.is_consent_feed)
-        return ingest_channel_day(feed, ds)
+        return ingest_channel_day(consent_feed(), ds)
 
     @task
     def list_channels() -> list[str]:
-        from millet.contracts import contracts
+        from millet.contracts import event_channels
 
-        return sorted(name for name, c in contracts().items() if not c.is_consent_feed)
+        return event_channels()
 
     @task(max_active_tis_per_dagrun=4)
     def ingest_channel(channel: str, ds: str | None = None) -> dict:

@@ -8,10 +8,14 @@ from millet.contracts.base import (
     Contract,
     FieldRule,
     bronze_schema,
+    consent_feed,
     contract_for,
     contracts,
+    event_channels,
     event_fields,
     field,
+    ingestion_order,
 )
 
-__all__ = ["event_fields", "Contract", "FieldRule", "bronze_schema", "contract_for", "contracts", "field"]
+__all__ = ["event_fields", "Contract", "FieldRule", "bronze_schema", "consent_feed", "contract_for",
+           "contracts", "event_channels", "field", "ingestion_order"]

@@ -147,6 +147,21 @@ def contracts() -> dict[str, Contract]:
     return {m.CONTRACT.channel: m.CONTRACT for m in modules}
 
 
+def consent_feed() -> str:
+    """The channel of consent records: ingested before the others, which it filters."""
+    return next(c.channel for c in contracts().values() if c.is_consent_feed)
+
+
+def event_channels() -> list[str]:
+    """Every other channel, sorted."""
+    return sorted(name for name, c in contracts().items() if not c.is_consent_feed)
+
+
+def ingestion_order() -> list[str]:
+    """Every channel, in the order a day is ingested: consent first (ingestion reads it for the others)."""
+    return [consent_feed(), *event_channels()]
+
+
 def contract_for(channel: str) -> Contract:
     known = contracts()
     if channel not in known:

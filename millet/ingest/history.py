@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 
-from millet.contracts import contracts
+from millet.contracts import consent_feed, event_channels
 from millet.ingest.bronze import ingest_channel_day
 from millet.settings import Settings
 
@@ -15,16 +15,12 @@ def ingest_range(first: date, last: date, settings: Settings, workers: int = 2) 
     each day, dt <= day), then the other channels, each in date order (its dedupe looks back at its own
     earlier days), spread over `workers` processes. Returns every manifest."""
     days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
-    manifests = _ingest_channel_days(settings, _consent_feed(), days)
-    channels = sorted(c for c, contract in contracts().items() if not contract.is_consent_feed)
+    manifests = _ingest_channel_days(settings, consent_feed(), days)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for done in [pool.submit(_ingest_channel_days, settings, channel, days) for channel in channels]:
+        running = [pool.submit(_ingest_channel_days, settings, channel, days) for channel in event_channels()]
+        for done in running:
             manifests += done.result()
     return manifests
-
-
-def _consent_feed() -> str:
-    return next(c.channel for c in contracts().values() if c.is_consent_feed)
 
 
 def _ingest_channel_days(settings: Settings, channel: str, days: list[date]) -> list[dict]:

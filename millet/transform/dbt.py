@@ -115,19 +115,22 @@ def _day_files(day: date, settings: Settings) -> list[Path]:
             reconciliation_path(day, settings)]
 
 
+def user_slices_dir(settings: Settings) -> Path:
+    """Where the state models' user slices are written while dbt runs (the `external` materialization's
+    write_in_user_slices names the files in it); each model's slices are concatenated into its day's file."""
+    return settings.state_dir / "_slices"
+
+
 @contextlib.contextmanager
 def _user_slice_folders(settings: Settings):
-    """Where the state models' user slices are written (the `external` materialization's
-    write_in_user_slices: <state dir>/<model>/_slices), there while dbt runs: each model's slices are
-    concatenated into its day's file, so they are removed after."""
-    folders = [settings.state_dir / model / "_slices" for model in state_models(settings)
-               if settings.state_user_slices > 1]
-    for folder in folders:
+    """user_slices_dir, there while dbt runs and removed after."""
+    folder = user_slices_dir(settings) if settings.state_user_slices > 1 else None
+    if folder:
         folder.mkdir(parents=True, exist_ok=True)
     try:
         yield
     finally:
-        for folder in folders:
+        if folder:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -247,7 +250,7 @@ def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | 
     """The project's vars for as-of `day` (for every day from `history_from` to it, if given) and where
     dbt's own files go."""
     dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase,
-                "user_slices": settings.state_user_slices}
+                "user_slices": settings.state_user_slices, "user_slices_dir": str(user_slices_dir(settings))}
     if history_from:
         dbt_vars["history_from"] = str(history_from)
     return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]

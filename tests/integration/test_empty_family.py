@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from millet.contracts import contracts
+from millet.contracts import ingestion_order
 from millet.feature_spec import families, family
 from millet.ingest import ingest_channel_day
 from millet.quality.checkpoint import check_features, drift_path
@@ -44,8 +44,8 @@ def world(tmp_path_factory):
         for part in folder.glob("*.jsonl.gz"):
             part.unlink()
         write_drop(folder / "part-0000.jsonl.gz", [])
-    for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
-        ingest_channel_day(contract.channel, DAY, settings)
+    for channel in ingestion_order():
+        ingest_channel_day(channel, DAY, settings)
     build_features(DAY, settings)
     return settings
 

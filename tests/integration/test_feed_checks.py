@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from millet.alerts import alert_log
-from millet.contracts import contracts
+from millet.contracts import ingestion_order
 from millet.ingest import ingest_channel_day
 from millet.quality.feeds import FeedCheckFailed, check_feeds, load_feed_thresholds
 from millet.settings import Settings
@@ -29,8 +29,8 @@ LAST = START + timedelta(days=DAYS - 1)  # the same weekday as START: a week of 
 
 
 def _ingest(settings: Settings, day: date) -> None:
-    for contract in sorted(contracts().values(), key=lambda c: not c.is_consent_feed):
-        ingest_channel_day(contract.channel, day, settings)
+    for channel in ingestion_order():
+        ingest_channel_day(channel, day, settings)
 
 
 @pytest.fixture(scope="module")

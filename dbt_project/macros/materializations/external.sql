@@ -234,20 +234,20 @@
 
 
 {#- millet: the query written to `target`, whole, or (macros/user_slices.sql) one file per range of user
-    keys under the model's _slices folder, which are then concatenated in key order into `target`. -#}
+    keys in var('user_slices_dir') (Millet makes it before dbt runs), then concatenated in key order
+    into `target`. -#}
 {% macro write_in_user_slices(query, target, write_options) %}
 {%- set slices = user_slices() -%}
 {%- if slices == 1 -%}
   {{ write_to_file(query, target, write_options) }}
 {%- else -%}
-  {%- set folder = target.rsplit('/dt=', 1)[0] ~ '/_slices' -%}
   {%- set parts = [] -%}
   {%- for lower, upper in user_slice_bounds(slices) %}
     {% call statement('user_slice_' ~ loop.index) -%}
       set variable user_slice_from = '{{ lower }}';
       set variable user_slice_to = {{ "'" ~ upper ~ "'" if upper else 'cast(null as varchar)' }}
     {%- endcall %}
-    {%- set part = folder ~ '/part-' ~ loop.index0 ~ '.parquet' -%}
+    {%- set part = var('user_slices_dir') ~ '/' ~ model.name ~ '-' ~ loop.index0 ~ '.parquet' -%}
     {{ write_to_file(query, part, write_options) }}
     {%- do parts.append("'" ~ part ~ "'") -%}
   {%- endfor %}
