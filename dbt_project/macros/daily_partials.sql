@@ -12,6 +12,13 @@
 {% endmacro %}
 
 
+{#- How the partials are stored: by arrival day, then event day and user. The state models read one
+    arrival or event day at a time, and DuckDB skips the row groups that hold other days only if each
+    holds few; a history build appends its whole range at once, which the aggregate leaves mixed. By
+    user within a day, so that a slice of user keys (user_slices.sql) skips the rest of the day. -#}
+{% macro in_storage_order() %}order by arrived_on, event_date, user_key{% endmacro %}
+
+
 {% macro enum_of(channel, column) %}
 {%- if not execute -%}
   {{ return([]) }}

@@ -27,3 +27,4 @@ aggregated_per_user_day as (
 )
 
 select * from aggregated_per_user_day
+{{ in_storage_order() }}
