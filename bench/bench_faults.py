@@ -47,7 +47,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from millet.contracts import contracts
+from millet.contracts import contract_for, contracts, ingestion_order
 from millet.contracts.base import Contract
 from millet.settings import Settings
 
@@ -157,7 +157,7 @@ def _settings(root: Path, **changes) -> Settings:
 
 
 def _feeds() -> list[Contract]:
-    return sorted(contracts().values(), key=lambda c: (not c.is_consent_feed, c.channel))
+    return [contract_for(channel) for channel in ingestion_order()]
 
 
 def _ingest_day(settings: Settings, day: date) -> None:

@@ -54,11 +54,11 @@ def _simulate(root: Path, users: int) -> None:
 
 
 def _ingest(root: Path) -> dict:
-    from millet.contracts import contracts
+    from millet.contracts import contract_for, ingestion_order
     from millet.ingest import ingest_channel_day
 
     settings = _settings(root)
-    feeds = sorted(contracts().values(), key=lambda c: not c.is_consent_feed)
+    feeds = [contract_for(channel) for channel in ingestion_order()]
     lines, per_feed = 0, {}
     began = time.perf_counter()
     for contract in feeds:

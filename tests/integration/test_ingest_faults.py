@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pyarrow.parquet as pq
 
-from millet.contracts import contracts
+from millet.contracts import contract_for, ingestion_order
 from millet.ingest import ingest_channel_day
 from millet.settings import Settings
 from millet.simulate import simulate
@@ -30,7 +30,7 @@ def test_ingestion_accounts_for_every_injected_fault(tmp_path):
                     empty_file=0.3)
     simulate(settings.landing_dir, users=2_000, days=DAYS, start=START, seed=9, faults=faults,
              truth_dir=settings.truth_dir)
-    order = sorted(contracts().values(), key=lambda c: not c.is_consent_feed)  # consent first
+    order = [contract_for(channel) for channel in ingestion_order()]
     lost_files = Counter()
     checked = late_delivered = 0
     for offset in range(DAYS):
