@@ -41,7 +41,7 @@ def feature_drift(snapshot: Path, baseline: Path, features: list[str], duckdb_co
         share, base_share = _shares(bins[feature], rows), _shares(base_bins[feature], base_rows)
         null_rate, base_null_rate = share[0], base_share[0]
         table["feature"].append(feature)
-        table["psi"].append(_psi(share, base_share) if rows and base_rows else None)
+        table["psi"].append(psi(share, base_share) if rows and base_rows else None)
         table["null_rate"].append(null_rate)
         table["baseline_null_rate"].append(base_null_rate)
         table["null_rate_change"].append(None if None in (null_rate, base_null_rate)
@@ -101,7 +101,8 @@ def _shares(counts: list[int], rows: int) -> list[float | None]:
     return [c / rows if rows else None for c in counts]
 
 
-def _psi(new: list[float], base: list[float]) -> float:
+def psi(new: list[float], base: list[float]) -> float:
+    """Population Stability Index of shares over the same bins: Σ (new − base)·ln(new / base)."""
     total = 0.0
     for n, b in zip(new, base, strict=True):
         n, b = max(n, FLOOR), max(b, FLOOR)

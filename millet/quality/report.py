@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from millet.alerts import report_path
+from millet.charts import bars, hbars, page, section
 from millet.contracts import contracts
 from millet.quality.checkpoint import drift_path
 from millet.settings import Settings, get_settings
@@ -26,28 +27,16 @@ def write_report(day: str | date, settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     day = date.fromisoformat(str(day))
     sections = [
-        _section("Checks", _check_outcomes(day, settings)),
-        _section(f"Lines per channel, last {HISTORY_DAYS} days", _volume(day, settings)),
-        _section("Quarantined lines by reason, this day", _quarantine(day, settings)),
-        _section(f"The {TOP_DRIFT} most drifting features (PSI against the baseline)", _drift(day, settings)),
-        _section("Repayments: the lender's ledger against the bank's feed", _reconciliation(day, settings)),
+        section("Checks", _check_outcomes(day, settings)),
+        section(f"Lines per channel, last {HISTORY_DAYS} days", _volume(day, settings)),
+        section("Quarantined lines by reason, this day", _quarantine(day, settings)),
+        section(f"The {TOP_DRIFT} most drifting features (PSI against the baseline)", _drift(day, settings)),
+        section("Repayments: the lender's ledger against the bank's feed", _reconciliation(day, settings)),
     ]
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Millet quality {day}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>Millet data quality, {day}</h1>{''.join(sections)}"
-            "</body></html>")
     path = report_path(day, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
+    path.write_text(page(f"Millet data quality, {day}", sections))
     return path
-
-
-_STYLE = ("body{font-family:sans-serif;margin:2em;color:#222}section{margin-bottom:2em}"
-          "svg{background:#fafafa;border:1px solid #ddd}td,th{padding:2px 8px;text-align:left}"
-          ".critical{color:#b00}.warning{color:#a60}.ok{color:#070}")
-
-
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
 
 
 def _json(path: Path) -> dict | None:
@@ -80,7 +69,7 @@ def _volume(day: date, settings: Settings) -> str:
     for channel in sorted(contracts()):
         folder = settings.manifests_dir / "ingest" / channel
         lines = [(_json(folder / f"dt={d}.json") or {}).get("lines_in") for d in days]
-        charts.append(_bars(channel, [str(d)[5:] for d in days], lines, width=420, height=120))
+        charts.append(bars(channel, [str(d)[5:] for d in days], lines, width=420, height=120))
     return "".join(charts)
 
 
@@ -91,7 +80,7 @@ def _quarantine(day: date, settings: Settings) -> str:
         for reason, count in sorted(manifest.get("reasons", {}).items()):
             labels.append(f"{channel}: {reason}")
             rates.append(count / manifest["lines_in"] if manifest.get("lines_in") else 0.0)
-    return _hbars("quarantine", labels, rates, fmt="{:.2%}") if labels else "<p>no line quarantined</p>"
+    return hbars("quarantine", labels, rates, fmt="{:.2%}") if labels else "<p>no line quarantined</p>"
 
 
 def _drift(day: date, settings: Settings) -> str:
@@ -102,7 +91,7 @@ def _drift(day: date, settings: Settings) -> str:
     top = sorted(rows, key=lambda r: r["psi"], reverse=True)[:TOP_DRIFT]
     if not top:
         return "<p>no baseline to compare with yet</p>"
-    return _hbars("psi", [r["feature"] for r in top], [r["psi"] for r in top], fmt="{:.3f}")
+    return hbars("psi", [r["feature"] for r in top], [r["psi"] for r in top], fmt="{:.3f}")
 
 
 def _reconciliation(day: date, settings: Settings) -> str:
@@ -116,32 +105,3 @@ def _reconciliation(day: date, settings: Settings) -> str:
     users = len(set(table.column("user_key").to_pylist()))
     return (f"<p class=critical>{table.num_rows} repayments ({amount:,.2f}) of {users} borrowers are not "
             f"booked by the bank after {settings.bank_booking_lag_days} days</p>")
-
-
-def _bars(title: str, labels: list[str], values: list[float | None], width: int, height: int) -> str:
-    """Vertical bars, a missing value left as a gap; the title and the largest value on top."""
-    top = max((v for v in values if v is not None), default=0) or 1
-    step = width / max(len(values), 1)
-    span = height - 40
-    bars = "".join(
-        f'<rect x="{i * step + 1:.1f}" y="{height - 20 - (v / top) * span:.1f}" width="{step - 2:.1f}" '
-        f'height="{(v / top) * span:.1f}" fill="#4a7bd0"><title>{html.escape(label)}: {v}</title></rect>'
-        for i, (label, v) in enumerate(zip(labels, values, strict=True)) if v is not None)
-    return (f'<svg role="img" aria-label="{html.escape(title)}" width="{width}" height="{height}">'
-            f'<text x="4" y="14" font-size="12">{html.escape(title)} (max {top:g})</text>{bars}'
-            f'<text x="4" y="{height - 4}" font-size="10">{html.escape(labels[0])}</text>'
-            f'<text x="{width - 40}" y="{height - 4}" font-size="10">{html.escape(labels[-1])}</text></svg>')
-
-
-def _hbars(name: str, labels: list[str], values: list[float], fmt: str) -> str:
-    """Horizontal bars, one row per label, scaled to the largest value."""
-    row, label_width, width = 18, 380, 760
-    top = max(values) or 1
-    rows = "".join(
-        f'<text x="4" y="{i * row + 13}" font-size="11">{html.escape(label)}</text>'
-        f'<rect x="{label_width}" y="{i * row + 3}" width="{(v / top) * (width - label_width - 70):.1f}" '
-        f'height="{row - 6}" fill="#d0704a"/>'
-        f'<text x="{width - 64}" y="{i * row + 13}" font-size="11">{fmt.format(v)}</text>'
-        for i, (label, v) in enumerate(zip(labels, values, strict=True)))
-    return (f'<svg role="img" aria-label="{name}" width="{width}" height="{len(labels) * row + 4}">'
-            f"{rows}</svg>")
