@@ -41,7 +41,8 @@ online, engine = {online!r}, {engine!r}
 store = store_over(Path({snapshots!r}), Path({work!r}), online, engine, project="bench_serve")
 if {kind!r} == "millet":
     from millet.serving.server import create_app
-    app = create_app(store)
+    from millet.settings import Settings
+    app = create_app(store, Settings(data_root={work!r}))
 else:
     from feast.feature_server import get_app
     app = get_app(store)

@@ -128,6 +128,47 @@ def _history(first: date, last: date) -> None:
 
 
 @app.command()
+def world(
+    users: Annotated[int, typer.Option(help="How many ecosystem users.")] = 50_000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 300,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
+    seed: Annotated[int, typer.Option(help="Same seed, same world.")] = 7,
+) -> None:
+    """A world to train models on: `days` of simulated history (no injected faults), ingested and built
+    into every daily snapshot in one pass."""
+    first = _date(start)
+    simulate(users=users, days=days, start=start, seed=seed, faults=False)
+    _history(first, first + timedelta(days=days - 1))
+
+
+@app.command()
+def train() -> None:
+    """Train the credit-risk model from the store (credit_risk_v1), test it out of time against the
+    oracle, and serve the new version only if it passes."""
+    from millet.scoring.credit_risk import LeakageSuspected, train_credit_risk
+    from millet.scoring.labels import ORACLE, NoLabels
+
+    try:
+        meta = train_credit_risk(get_settings())
+    except (NoLabels, LeakageSuspected) as exc:
+        _fail(str(exc))
+    rows, test = meta["rows"], meta["test"]
+    typer.echo(f"{meta['model']} {meta['version']}: {meta['features']} features ({meta['feature_service']}); "
+               f"trained on {rows['train']['rows']:,} loans ({rows['train']['defaults']:,} defaults), tested "
+               f"out of time on {rows['test']['rows']:,} ({rows['test']['defaults']:,} defaults)")
+    for name, label in (("gbm", "LightGBM"), ("scorecard", "scorecard"),
+                        ("credit_history_only", "credit history alone"), (ORACLE, "oracle (true PD)")):
+        typer.echo(f"  {label:<22} AUC {test[name]['auc']:.4f}  Gini {test[name]['gini']:.4f}  "
+                   f"KS {test[name]['ks']:.4f}")
+    typer.echo(f"  model AUC ÷ oracle AUC = {meta['oracle_ratio']:.3f}; score PSI train → test "
+               f"{meta['score_psi']:.3f}")
+    typer.echo(f"  report: {meta['report']}")
+    if not meta["passed"]:
+        _fail("not served: " + "; ".join(meta["reasons"]))
+    typer.echo(f"served: {meta['model']} {meta['version']}")
+
+
+@app.command()
 def features(
     user_key: Annotated[str, typer.Argument(help="The pseudonymous user_key.")],
     service: Annotated[str, typer.Option(help="Feast feature service.")] = DEFAULT_SERVICE,
@@ -175,7 +216,25 @@ def serve(
     from millet.serving.server import serve as run_server
 
     typer.echo(f"serving online features on http://{host}:{port} (Feast REST API)", err=True)
-    run_server(open_store(), host=host, port=port)
+    settings = get_settings()
+    run_server(open_store(settings), settings, host=host, port=port)
+
+
+@app.command()
+def score(
+    user_key: Annotated[str, typer.Argument(help="The pseudonymous user_key.")],
+) -> None:
+    """The credit decision for a user from the online store, as `POST /score` gives it; prints JSON."""
+    from millet.scoring.decisions import NoModel
+    from millet.serving import open_store
+    from millet.serving.server import OnlineReader, Scorer
+
+    settings = get_settings()
+    try:
+        decision = Scorer(OnlineReader(open_store(settings)), settings).score(user_key)
+    except NoModel as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(decision.to_dict(), indent=2))
 
 
 @app.command()

@@ -122,6 +122,22 @@ class Settings(BaseSettings):
         None, description="Feature drift is measured against this day's snapshot; unset, against the latest "
         "snapshot before the day checked (thresholds: expectations/features.yml)."
     )
+    model_test_share: float = Field(
+        0.3, gt=0, lt=1, description="The latest share of applications (by application day) held out as the "
+        "models' out-of-time test; the model learns from the earlier ones.")
+    model_min_oracle_ratio: float = Field(
+        0.9, ge=0, le=1, description="A credit-risk model is served only if its out-of-time AUC is at least "
+        "this share of the oracle's (the simulator's true PD on the same rows), and never above it "
+        "(leakage).")
+    # ---- pricing (../shared/DOMAIN.md: cost of funds + expected loss + operating cost + margin) ----
+    pricing_lgd: float = Field(0.6, gt=0, le=1, description="Loss given default: the share of a defaulted "
+                               "loan that is never recovered.")
+    pricing_cost_of_funds: float = Field(0.06, ge=0, description="What the funding bank charges, a year.")
+    pricing_operating_cost: float = Field(0.04, ge=0, description="Servicing and collections, a year.")
+    pricing_margin: float = Field(0.03, ge=0, description="The lender's margin, a year.")
+    pricing_rate_cap: float = Field(0.36, gt=0, description="The product's highest rate, a year; an "
+                                    "applicant whose risk-based price exceeds it is declined.")
+    pricing_band_step: float = Field(0.02, gt=0, description="Prices are rounded up to bands this wide.")
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
     duckdb_disabled_optimizers: str = Field(
@@ -182,6 +198,11 @@ class Settings(BaseSettings):
     @property
     def feast_dir(self) -> Path:
         return self.root / "feast"
+
+    @property
+    def models_dir(self) -> Path:
+        """One folder per model, one per version in it, and the version served."""
+        return self.root / "models"
 
     @property
     def airflow_home(self) -> Path:

@@ -122,8 +122,16 @@ def services_over(views: tuple[FeatureView, ...]) -> tuple[FeatureService, ...]:
     return tuple(_feature_service(spec, views) for spec in SERVICES)
 
 
+def service_features(name: str) -> list[Feature]:
+    """The features the service `name` serves, in the spec's order."""
+    spec = next((s for s in SERVICES if s.name == name), None)
+    if spec is None:
+        raise KeyError(f"unknown feature service {name!r}; known: {', '.join(s.name for s in SERVICES)}")
+    return [f for f in all_features() if spec.wants(f)]
+
+
 def _feature_service(spec: ServiceSpec, views: tuple[FeatureView, ...]) -> FeatureService:
-    wanted = {f.name for f in all_features() if spec.wants(f)}
+    wanted = {f.name for f in service_features(spec.name)}
     projections = [view[[f.name for f in view.features if f.name in wanted]] for view in views
                    if any(f.name in wanted for f in view.features)]
     return FeatureService(

@@ -3,6 +3,8 @@
 `POST /get-online-features` takes Feast's request ({"entities": {"user_key": [...]}, "feature_service":
 name | "features": ["view:feature", ...], "full_feature_names": bool}) and answers in Feast's response
 shape, so Feast's own remote online store client (`online_store: type: remote`) works against it.
+`POST /score` takes {"user_key": ...} and answers with the credit decision (millet/scoring/decisions.py)
+from the same online read, with the model's and the feature service's versions.
 `GET /health` reads the registry and the online store on every request: 200 when both answer, 503 with
 the reason when either fails or the store does not answer within `HEALTH_TIMEOUT_S`.
 
@@ -19,7 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
+from millet.scoring.credit_risk import SERVICE
+from millet.scoring.decisions import Decision, NoModel, ServedModel, decide, served_model
 from millet.serving.online_store import PackedOnlineStore, decode_record, string_entity_keys
+from millet.settings import Settings
 
 MAX_ENTITIES = 1_000
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
@@ -66,6 +71,12 @@ class OnlineReader:
             raise BadRequest("'full_feature_names' must be true or false")
         plan = self._plan(request.get("feature_service"), request.get("features"), full)
         return self._response(keys, plan)
+
+    def features_of(self, key: str, service: str) -> dict:
+        """One entity's features of `service` by name (None where absent): what a decision reads."""
+        answer = self._response([key], self._plan(service, None, False))
+        return {name: result["values"][0]
+                for name, result in zip(answer["metadata"]["feature_names"], answer["results"], strict=True)}
 
     def _entity_values(self, entities) -> list[str]:
         if not isinstance(entities, dict) or set(entities) != {self.join_key}:
@@ -190,7 +201,7 @@ def _timestamp(stamp: datetime) -> str:
     return text + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond else "") + "Z"
 
 
-def create_app(store, health_timeout_s: float = HEALTH_TIMEOUT_S):
+def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEOUT_S):
     """An ASGI app; `millet serve` runs it under uvicorn."""
     import anyio
     from starlette.applications import Starlette
@@ -199,6 +210,7 @@ def create_app(store, health_timeout_s: float = HEALTH_TIMEOUT_S):
     from starlette.routing import Route
 
     reader = OnlineReader(store)
+    scorer = Scorer(reader, settings)
 
     async def get_online_features(request: Request) -> Response:
         try:
@@ -218,14 +230,50 @@ def create_app(store, health_timeout_s: float = HEALTH_TIMEOUT_S):
             return _unavailable(f"{type(exc).__name__}: {exc}")
         return JSONResponse({"status": "ok"})
 
+    async def score(request: Request) -> Response:
+        try:
+            decision = scorer.score(_user_key(_parse(await request.body())))
+        except BadRequest as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        except NoModel as exc:
+            return _unavailable(str(exc))
+        return JSONResponse(decision.to_dict())
+
     def _unavailable(reason: str) -> Response:
         return JSONResponse({"status": "unavailable", "detail": reason}, status_code=503)
 
     return Starlette(routes=[Route("/get-online-features", get_online_features, methods=["POST"]),
+                             Route("/score", score, methods=["POST"]),
                              Route("/health", health, methods=["GET"])])
 
 
-def serve(store, host: str = "127.0.0.1", port: int = 6566) -> None:
+class Scorer:
+    """Decisions from the online store: the features read as `POST /get-online-features` reads them, the
+    model the registry serves now (reloaded when a new version is served)."""
+
+    def __init__(self, reader: OnlineReader, settings: Settings):
+        self.reader, self.settings = reader, settings
+        self._model: ServedModel | None = None
+
+    def score(self, user_key: str) -> Decision:
+        model = self.model()
+        return decide(user_key, self.reader.features_of(user_key, SERVICE), model, self.settings)
+
+    def model(self) -> ServedModel:
+        served = served_model(self.settings)
+        if self._model is None or self._model.version != served.version:
+            self._model = served
+        return self._model
+
+
+def _user_key(request: dict) -> str:
+    user_key = request.get("user_key")
+    if not isinstance(user_key, str) or not user_key:
+        raise BadRequest("the body must be {\"user_key\": \"<pseudonymous key>\"}")
+    return user_key
+
+
+def serve(store, settings: Settings, host: str = "127.0.0.1", port: int = 6566) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(store, settings), host=host, port=port, log_level="warning", access_log=False)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import requests
 
 from millet.settings import Settings
 
@@ -51,3 +54,64 @@ def assert_nothing_left(settings: Settings, within_s: float = 60) -> None:
     while (left := processes_of(settings)) and time.monotonic() < deadline:
         psutil.wait_procs(left, timeout=1)
     assert not left, [" ".join(p.cmdline()[:3]) for p in left]
+
+
+# ---- `millet serve` -----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(done, what: str, timeout_s: float, died=None) -> None:
+    """Until `done()` holds; fails after `timeout_s`, or as soon as `died()` gives a reason."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        reason = died() if died else None
+        assert not reason, f"gave up waiting for {what}: {reason}"
+        assert time.monotonic() < deadline, f"gave up waiting for {what} after {timeout_s} s"
+        time.sleep(0.2)
+
+
+def health(url: str) -> tuple[int, dict]:
+    answer = requests.get(f"{url}/health", timeout=30)
+    return answer.status_code, answer.json()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return health(url)[0] == 200
+    except requests.ConnectionError:
+        return False
+
+
+@contextmanager
+def millet_serve(settings):
+    """`millet serve` over `settings`, in a process of its own; stopped on the way out, even on failure."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([MILLET, "serve", "--port", str(port)],
+                                env={**os.environ, **settings.millet_environ()},
+                                stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            poll(lambda: _answers(url), "the server to come up healthy", 60, died=lambda: _exited(proc, log))
+            yield url
+        finally:
+            stop_process(proc)
+
+
+def _exited(proc: subprocess.Popen, log) -> str | None:
+    if proc.poll() is None:
+        return None
+    log.seek(0)
+    return f"it exited with {proc.returncode}: {log.read()[-3000:]}"
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

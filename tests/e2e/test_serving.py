@@ -3,17 +3,13 @@ and the REST API."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,6 +26,7 @@ from millet.serving.store import materialize_day, publish_features, store_over
 from millet.serving.training import training_set
 from millet.transform import snapshot_path
 from tests.e2e.conftest import DAYS
+from tests.e2e.processes import free_port, health, millet_serve, poll, stop_process
 
 SERVICES = ("credit_risk_v1", "repayment_ability_v1", "financial_demand_v1")
 REDIS_DB = 9  # the tests' own Redis database; every key they write is removed after them
@@ -241,69 +238,9 @@ def test_the_training_set_command_writes_the_frame_and_refuses_bad_labels(nightl
 
 
 # ---- the HTTP server --------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _poll(done, what: str, timeout_s: float, died=None) -> None:
-    """Until `done()` holds; fails after `timeout_s`, or as soon as `died()` gives a reason."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        reason = died() if died else None
-        assert not reason, f"gave up waiting for {what}: {reason}"
-        assert time.monotonic() < deadline, f"gave up waiting for {what} after {timeout_s} s"
-        time.sleep(0.2)
-
-
-def _health(url: str) -> tuple[int, dict]:
-    answer = requests.get(f"{url}/health", timeout=30)
-    return answer.status_code, answer.json()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return _health(url)[0] == 200
-    except requests.ConnectionError:
-        return False
-
-
-@contextlib.contextmanager
-def _millet_serve(settings):
-    """`millet serve` over `settings`, in a process of its own; stopped on the way out, even on failure."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "millet"), "serve", "--port", str(port)],
-                                env={**os.environ, **settings.millet_environ()},
-                                stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            _poll(lambda: _answers(url), "the server to come up healthy", 60, died=lambda: _exited(proc, log))
-            yield url
-        finally:
-            _stop(proc)
-
-
-def _exited(proc: subprocess.Popen, log) -> str | None:
-    if proc.poll() is None:
-        return None
-    log.seek(0)
-    return f"it exited with {proc.returncode}: {log.read()[-3000:]}"
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(nightly):
-    with _millet_serve(nightly) as url:
+    with millet_serve(nightly) as url:
         yield url
 
 
@@ -378,32 +315,32 @@ def test_health_and_unknown_routes(server):
 def test_health_answers_503_while_the_online_store_is_hung_or_down_and_200_once_it_is_back(nightly, tmp_path):
     from millet.serving.store import apply_registry
 
-    port = _free_port()  # a Redis of the test's own, so that it can be stopped: nothing else uses it
+    port = free_port()  # a Redis of the test's own, so that it can be stopped: nothing else uses it
     settings = nightly.model_copy(update={"online_store": "redis", "redis_url": f"127.0.0.1:{port},db=0",
                                           "project": f"millet_health_{os.getpid()}"})
     redis_server, applied = _start_redis(port, tmp_path), False
     try:
         apply_registry(settings)
         applied = True
-        with _millet_serve(settings) as url:
-            assert _health(url) == (200, {"status": "ok"})
+        with millet_serve(settings) as url:
+            assert health(url) == (200, {"status": "ok"})
 
             redis_server.send_signal(signal.SIGSTOP)  # hung: connections are accepted, nothing answers
             try:
-                hung = _health(url)
+                hung = health(url)
             finally:
                 redis_server.send_signal(signal.SIGCONT)
             assert hung[0] == 503 and "did not answer within" in hung[1]["detail"], hung
-            _poll(lambda: _health(url)[0] == 200, "health to recover from the hang", 15)
+            poll(lambda: health(url)[0] == 200, "health to recover from the hang", 15)
 
-            _stop(redis_server)  # down: the port refuses
-            down = _health(url)
+            stop_process(redis_server)  # down: the port refuses
+            down = health(url)
             assert down[0] == 503 and down[1]["status"] == "unavailable" and down[1]["detail"], down
 
             redis_server = _start_redis(port, tmp_path)
-            _poll(lambda: _health(url) == (200, {"status": "ok"}), "health to recover from the outage", 15)
+            poll(lambda: health(url) == (200, {"status": "ok"}), "health to recover from the outage", 15)
     finally:
-        _stop(redis_server)
+        stop_process(redis_server)
         if applied:
             open_store(settings).delete_project(settings.project)  # the registry as it was found
         nightly.export()  # the session's environment back, for the tests after
@@ -425,10 +362,10 @@ def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
             return False
 
     try:
-        _poll(answers, f"redis-server on port {port}", 10,
+        poll(answers, f"redis-server on port {port}", 10,
               died=lambda: proc.poll() is not None and f"it exited with {proc.returncode}")
     except BaseException:
-        _stop(proc)
+        stop_process(proc)
         raise
     return proc
 

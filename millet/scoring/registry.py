@@ -1,0 +1,45 @@
+"""Model versions on disk: models/<model>/v<N>/ holds the fitted model, `meta.json` (the training set's
+definition, row counts, metrics, the verdict) and the report; models/<model>/SERVED names the version that
+is served, and changes only when a version's report passes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from millet.settings import Settings
+
+META = "meta.json"
+SERVED = "SERVED"
+
+
+def new_version(model: str, settings: Settings) -> Path:
+    """A new, empty folder for the next version of `model` (v1, v2, ...)."""
+    folder = settings.models_dir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
+    version = folder / f"v{max(taken, default=0) + 1}"
+    version.mkdir()  # never exist_ok: two trainings must not share a folder
+    return version
+
+
+def write_meta(version: Path, meta: dict) -> None:
+    (version / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_meta(version: Path) -> dict:
+    return json.loads((version / META).read_text())
+
+
+def serve(version: Path) -> None:
+    """Make `version` the one served, atomically (a reader sees the old name or the new)."""
+    pointer = version.parent / SERVED
+    staged = pointer.with_suffix(".tmp")
+    staged.write_text(version.name + "\n")
+    os.replace(staged, pointer)
+
+
+def served_version(model: str, settings: Settings) -> Path | None:
+    pointer = settings.models_dir / model / SERVED
+    return pointer.parent / pointer.read_text().strip() if pointer.exists() else None
