@@ -143,29 +143,38 @@ def world(
 
 @app.command()
 def train() -> None:
-    """Train the credit-risk model from the store (credit_risk_v1), test it out of time against the
-    oracle, and serve the new version only if it passes."""
+    """Train the models from the store: credit risk (credit_risk_v1, tested out of time against the oracle)
+    and financial demand (financial_demand_v1); each new version is served only if it passes."""
     from millet.scoring.credit_risk import LeakageSuspected, train_credit_risk
+    from millet.scoring.demand import train_demand
     from millet.scoring.labels import ORACLE, NoLabels
 
+    settings = get_settings()
     try:
-        meta = train_credit_risk(get_settings())
+        risk = train_credit_risk(settings)
+        demand = train_demand(settings)
     except (NoLabels, LeakageSuspected) as exc:
         _fail(str(exc))
-    rows, test = meta["rows"], meta["test"]
-    typer.echo(f"{meta['model']} {meta['version']}: {meta['features']} features ({meta['feature_service']}); "
+    rows, test = risk["rows"], risk["test"]
+    typer.echo(f"{risk['model']} {risk['version']}: {risk['features']} features ({risk['feature_service']}); "
                f"trained on {rows['train']['rows']:,} loans ({rows['train']['defaults']:,} defaults), tested "
                f"out of time on {rows['test']['rows']:,} ({rows['test']['defaults']:,} defaults)")
     for name, label in (("gbm", "LightGBM"), ("scorecard", "scorecard"),
                         ("credit_history_only", "credit history alone"), (ORACLE, "oracle (true PD)")):
         typer.echo(f"  {label:<22} AUC {test[name]['auc']:.4f}  Gini {test[name]['gini']:.4f}  "
                    f"KS {test[name]['ks']:.4f}")
-    typer.echo(f"  model AUC ÷ oracle AUC = {meta['oracle_ratio']:.3f}; score PSI train → test "
-               f"{meta['score_psi']:.3f}")
-    typer.echo(f"  report: {meta['report']}")
-    if not meta["passed"]:
-        _fail("not served: " + "; ".join(meta["reasons"]))
-    typer.echo(f"served: {meta['model']} {meta['version']}")
+    typer.echo(f"  model AUC ÷ oracle AUC = {risk['oracle_ratio']:.3f}; score PSI train → test "
+               f"{risk['score_psi']:.3f}")
+    typer.echo(f"  report: {risk['report']}")
+    rows, test = demand["rows"], demand["test"]
+    typer.echo(f"{demand['model']} {demand['version']}: {demand['features']} features "
+               f"({demand['feature_service']}); {rows['test']['rows']:,} test rows, "
+               f"{rows['test']['positives']:,} applied within 30 days: AUC {test['auc']:.4f}, "
+               f"top-decile lift {test['top_decile_lift']:.2f}")
+    failed = [f"{m['model']}: " + "; ".join(m["reasons"]) for m in (risk, demand) if not m["passed"]]
+    if failed:
+        _fail("not served: " + " | ".join(failed))
+    typer.echo(f"served: {risk['model']} {risk['version']}, {demand['model']} {demand['version']}")
 
 
 @app.command()

@@ -123,12 +123,15 @@ class Settings(BaseSettings):
         "snapshot before the day checked (thresholds: expectations/features.yml)."
     )
     model_test_share: float = Field(
-        0.3, gt=0, lt=1, description="The latest share of applications (by application day) held out as the "
+        0.3, gt=0, lt=1, description="The latest share of rows (whole days, by timestamp) held out as the "
         "models' out-of-time test; the model learns from the earlier ones.")
+    model_warmup_days: int = Field(
+        30, ge=0, description="Models' label rows begin this many days after the first snapshot: before it, "
+        "the windows have too little history to be what they will be later.")
     model_min_oracle_ratio: float = Field(
         0.9, ge=0, le=1, description="A credit-risk model is served only if its out-of-time AUC is at least "
-        "this share of the oracle's (the simulator's true PD on the same rows), and never above it "
-        "(leakage).")
+        "this share of the oracle's (the simulator's true PD on the same rows), and no score it fits is "
+        "above the oracle's by more than chance allows (leakage).")
     # ---- pricing (../shared/DOMAIN.md: cost of funds + expected loss + operating cost + margin) ----
     pricing_lgd: float = Field(0.6, gt=0, le=1, description="Loss given default: the share of a defaulted "
                                "loan that is never recovered.")

@@ -2,7 +2,8 @@
 
 Rows are disbursed loans at their application time, with `credit_risk_v1`'s features through Feast's
 point-in-time join; the label is the simulator's default (90+ days past due within 6 months). The test is
-out of time: the latest `model_test_share` of application days. Three scores are compared on it:
+out of time: the applications from the day on which the latest `model_test_share` of them begins. Three
+scores are compared on it:
 - LightGBM over every feature of the service. Chosen over scikit-learn's HistGradientBoosting because it
   gives each prediction's exact per-feature contributions (TreeSHAP), which the decisions quote as reasons;
 - the scorecard baseline (millet/scoring/scorecard.py);
@@ -16,38 +17,34 @@ half of all test sets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from millet.scoring import registry
+from millet.scoring.fitting import (
+    GBM_PARAMS,
+    TrainingRows,
+    first_label_day,
+    fit_gbm,
+    rows_with_features,
+    split_in_time,
+)
 from millet.scoring.labels import DEFAULT_LABEL, ORACLE, NoLabels, loan_outcomes
 from millet.scoring.metrics import auc_gap, calibration, ranking, score_psi
 from millet.scoring.report import write_report
 from millet.scoring.scorecard import fit_scorecard
-from millet.serving.definitions import service_features
 from millet.serving.store import snapshot_timestamp
-from millet.serving.training import training_table
 from millet.settings import Settings
 
 MODEL = "credit_risk"
 SERVICE = "credit_risk_v1"
 LABEL_DEFINITION = ("defaulted: the loan reached 90+ days past due within 6 months of disbursement "
                     "(the simulator's truth); one row per disbursed loan, at its application time")
-GBM_PARAMS = {
-    "objective": "binary", "metric": "auc", "learning_rate": 0.03, "num_leaves": 15,
-    "min_data_in_leaf": 20, "feature_fraction": 0.5, "bagging_fraction": 0.8, "bagging_freq": 1,
-    "lambda_l2": 5.0, "deterministic": True, "force_row_wise": True, "verbosity": -1,
-}
-MAX_ROUNDS = 2000
-EARLY_STOPPING = 100
-VALIDATION_SHARE = 0.2  # the latest training rows, for early stopping only
 TOP_IMPORTANCE = 30
 SCORES_FILE = "test_scores.parquet"
 CANDIDATES = ("gbm", "scorecard", "credit_history_only")  # every score the run fits; each faces the oracle
@@ -58,29 +55,14 @@ class LeakageSuspected(RuntimeError):
     pass
 
 
-@dataclass
-class TrainingRows:
-    """Label rows with their features: what the model learns from and is tested on."""
-    labels: pd.DataFrame  # user_key, event_timestamp, loan_id, the label, the oracle's PD
-    matrix: np.ndarray  # float32, NaN where Feast returned null
-    features: list[str]
-
-
 def training_rows(settings: Settings) -> TrainingRows:
-    """Every disbursed loan applied for once snapshots exist, with credit_risk_v1's features as of then."""
+    """Every disbursed loan applied for after the warm-up, with credit_risk_v1's features as of then."""
     labels = loan_outcomes(settings)
-    labels = labels[labels["event_timestamp"] >= snapshot_timestamp(_first_snapshot_day(settings))]
+    labels = labels[labels["event_timestamp"] >= snapshot_timestamp(first_label_day(settings))]
     if labels.empty:
-        raise NoLabels("no loan was applied for after the first snapshot: build a longer world")
-    table = training_table(labels.reset_index(drop=True), SERVICE, settings)
-    features = [f.name for f in service_features(SERVICE)]
-    return TrainingRows(table.select(list(labels.columns)).to_pandas(), feature_matrix(table, features),
-                        features)
-
-
-def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
-    return np.column_stack([pc.cast(table[name], pa.float32()).to_numpy(zero_copy_only=False)
-                            for name in features]).astype(np.float32)
+        raise NoLabels("no loan was applied for after the warm-up (model_warmup_days after the first "
+                       "snapshot): build a longer world")
+    return rows_with_features(labels, SERVICE, settings)
 
 
 def train_credit_risk(settings: Settings, rows: TrainingRows | None = None) -> dict:
@@ -88,11 +70,7 @@ def train_credit_risk(settings: Settings, rows: TrainingRows | None = None) -> d
     Returns its meta; raises LeakageSuspected when the model beats the oracle."""
     rows = rows or training_rows(settings)
     outcome = rows.labels[DEFAULT_LABEL].to_numpy()
-    train, test = out_of_time_split(rows.labels["event_timestamp"], settings.model_test_share)
-    for part, name in ((train, "training"), (test, "test")):
-        if outcome[part].min() == outcome[part].max():
-            raise NoLabels(f"the {name} rows hold only one outcome ({int(part.sum())} rows): build a larger "
-                           "or longer world")
+    train, test = split_in_time(rows.labels["event_timestamp"], outcome, settings.model_test_share)
     credit_only = [i for i, name in enumerate(rows.features) if name.startswith("credit__")]
     gbm = fit_gbm(rows.matrix[train], outcome[train], rows.features, settings.seed)
     history_gbm = fit_gbm(rows.matrix[train][:, credit_only], outcome[train],
@@ -113,28 +91,6 @@ def train_credit_risk(settings: Settings, rows: TrainingRows | None = None) -> d
     if meta["leakage"]:
         raise LeakageSuspected(f"{version}: {meta['reasons'][0]}")
     return meta | {"version": version.name, "path": str(version), "report": str(report)}
-
-
-def out_of_time_split(stamps: pd.Series, test_share: float) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows: applications before the cut day; test rows: on or after it, where the cut day is
-    the first day of the latest `test_share` of rows (a day is never split)."""
-    days = pd.to_datetime(stamps, utc=True).dt.floor("D")
-    cut = days.quantile(1 - test_share, interpolation="higher")
-    test = (days >= cut).to_numpy()
-    if test.all() or not test.any():
-        raise NoLabels(f"applications on {days.nunique()} day(s) cannot be split in time: "
-                       "build a longer world")
-    return ~test, test
-
-
-def fit_gbm(matrix: np.ndarray, outcome: np.ndarray, names: list[str], seed: int) -> lgb.Booster:
-    """LightGBM with early stopping on the latest VALIDATION_SHARE of the (time-ordered) rows given."""
-    fit_rows = int(len(outcome) * (1 - VALIDATION_SHARE))
-    params = GBM_PARAMS | {"seed": seed, "num_threads": 2}
-    fit = lgb.Dataset(matrix[:fit_rows], outcome[:fit_rows], feature_name=names, free_raw_data=False)
-    valid = lgb.Dataset(matrix[fit_rows:], outcome[fit_rows:], reference=fit)
-    return lgb.train(params, fit, num_boost_round=MAX_ROUNDS, valid_sets=[valid],
-                     callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])
 
 
 def _meta(rows: TrainingRows, scores: pd.DataFrame, train: np.ndarray, test: np.ndarray,
@@ -170,10 +126,3 @@ def _meta(rows: TrainingRows, scores: pd.DataFrame, train: np.ndarray, test: np.
         "importance": [{"feature": rows.features[i], "gain": float(gain[i])} for i in top if gain[i] > 0],
         "leakage": bool(leaks), "passed": not reasons, "reasons": reasons,
     }
-
-
-def _first_snapshot_day(settings: Settings) -> str:
-    days = sorted(p.name.removeprefix("dt=") for p in (settings.snapshots_dir / "credit").glob("dt=*"))
-    if not days:
-        raise NoLabels(f"no credit snapshots under {settings.snapshots_dir}: build the features first")
-    return days[0]

@@ -71,7 +71,7 @@ def _definition(meta: dict) -> str:
             for part, r in meta["rows"].items()]
     return (f"<p>{html.escape(meta['feature_service'])}: {meta['features']} features; "
             f"label: {html.escape(meta['label'])}; {meta['rounds']} boosting rounds</p>"
-            + table(["rows", "loans", "defaults", "first application", "last application"], rows))
+            + table(["split", "loans", "defaults", "first application", "last application"], rows))
 
 
 def _roc(test) -> str:

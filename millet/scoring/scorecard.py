@@ -1,6 +1,6 @@
 """The scorecard baseline: each characteristic cut into quantile bins (missing is a bin of its own),
 replaced by its weight of evidence, the strongest by information value into a logistic regression.
-Readable bin by bin, the regulator's favourite; the gradient-boosted model must beat it to earn its keep.
+Readable bin by bin, the regulator's favourite: the report sets the gradient-boosted model beside it.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def _characteristic(name: str, x: np.ndarray, outcome: np.ndarray) -> Characteri
     bad = np.bincount(bins, weights=outcome, minlength=len(cuts) + 2) + SMOOTHING
     good = np.bincount(bins, weights=1 - outcome, minlength=len(cuts) + 2) + SMOOTHING
     bad_share, good_share = bad / bad.sum(), good / good.sum()
-    woe = np.log(bad_share / good_share)
+    # A bin no training row fell in (the open top bin, missing when nothing was) carries no evidence.
+    empty = np.bincount(bins, minlength=len(cuts) + 2) == 0
+    woe = np.where(empty, 0.0, np.log(bad_share / good_share))
     return Characteristic(name, [float(c) for c in cuts], [float(w) for w in woe],
                           float(np.sum((bad_share - good_share) * woe)))
 
