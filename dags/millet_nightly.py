@@ -4,7 +4,8 @@
 Every night, for the logical date `ds`: ingest the consent feed, then each landing channel's drop
 into bronze (behaviour of users who declined is excluded), check each feed's day, build the
 feature snapshot with dbt, check it with Great Expectations, reconcile the lender's repayments with the
-bank's, and publish it through Feast.
+bank's, and publish it through Feast; then the served models score the published day: the early-warning list
+of borrowers with an open loan and the pre-approval list (skipped until `millet train` serves the models).
 A failed critical quality check stops the run before anything is published; its findings, and the
 failure of any task, are alerted (the alert log, then each configured sink).
 Each task waits for its own run of the day before (`depends_on_past`): a day's dedupe and incremental
@@ -93,6 +94,18 @@ def millet_nightly():
 
         return publish(ds)
 
+    @task
+    def track_borrowers(published: dict, ds: str | None = None) -> dict:
+        from millet.scoring.tracking import track_borrowers as track
+
+        return _skipped_without_a_model(track, ds)
+
+    @task
+    def list_pre_approvals(published: dict, ds: str | None = None) -> dict:
+        from millet.scoring.tracking import list_pre_approvals as pre_approve
+
+        return _skipped_without_a_model(pre_approve, ds)
+
     @task(trigger_rule="all_done")  # also, above all, on a night a check failed: the alerts link to it
     def write_report(ds: str | None = None) -> str:
         from millet.quality.report import write_report as write
@@ -103,8 +116,21 @@ def millet_nightly():
     ingest_consent() >> manifests  # consent decides which behaviour events may be kept
     snapshots = build_features(check_feeds(manifests))  # a missing or broken feed builds nothing
     checks = [check_features(snapshots), reconcile_repayments(snapshots)]
-    publish_features(checks)
+    published = publish_features(checks)
+    track_borrowers(published), list_pre_approvals(published)  # from the published day only
     checks >> write_report()
+
+
+def _skipped_without_a_model(make_list, ds: str) -> dict:
+    """A list the models drive is skipped, not failed, until `millet train` serves them."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from millet.scoring.decisions import NoModel
+
+    try:
+        return make_list(ds)
+    except NoModel as exc:
+        raise AirflowSkipException(str(exc)) from None
 
 
 millet_nightly()

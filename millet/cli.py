@@ -148,10 +148,12 @@ def train() -> None:
     from millet.scoring.credit_risk import LeakageSuspected, train_credit_risk
     from millet.scoring.demand import train_demand
     from millet.scoring.labels import ORACLE, NoLabels
+    from millet.scoring.repayment import check_repayment_ability
 
     settings = get_settings()
     try:
         risk = train_credit_risk(settings)
+        ability = check_repayment_ability(settings)
         demand = train_demand(settings)
     except (NoLabels, LeakageSuspected) as exc:
         _fail(str(exc))
@@ -166,6 +168,11 @@ def train() -> None:
     typer.echo(f"  model AUC ÷ oracle AUC = {risk['oracle_ratio']:.3f}; score PSI train → test "
                f"{risk['score_psi']:.3f}")
     typer.echo(f"  report: {risk['report']}")
+    check = ability["check"]
+    typer.echo(f"{ability['model']} {ability['version']} (rules over {ability['feature_service']}): of "
+               f"{check['loans']:,} loans repaid at least once, {check['within_capacity_share']:.1%} had a "
+               "first instalment within the capacity computed at application; default rate within "
+               f"{_share(check['default_rate_within'])}, beyond {_share(check['default_rate_beyond'])}")
     rows, test = demand["rows"], demand["test"]
     typer.echo(f"{demand['model']} {demand['version']}: {demand['features']} features "
                f"({demand['feature_service']}); {rows['test']['rows']:,} test rows, "
@@ -227,6 +234,10 @@ def serve(
     typer.echo(f"serving online features on http://{host}:{port} (Feast REST API)", err=True)
     settings = get_settings()
     run_server(open_store(settings), settings, host=host, port=port)
+
+
+def _share(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.2%}"
 
 
 @app.command()

@@ -141,6 +141,27 @@ class Settings(BaseSettings):
     pricing_rate_cap: float = Field(0.36, gt=0, description="The product's highest rate, a year; an "
                                     "applicant whose risk-based price exceeds it is declined.")
     pricing_band_step: float = Field(0.02, gt=0, description="Prices are rounded up to bands this wide.")
+    # ---- credit line (../shared/DOMAIN.md: repayment capacity, capped by product rules) ----
+    line_debt_service_ratio: float = Field(
+        0.35, gt=0, le=1, description="The share of a user's monthly wallet spending (the income proxy) that "
+        "all their instalments together may take.")
+    line_term_months: int = Field(
+        12, ge=1, description="The line is the principal whose monthly instalments over this many months, at "
+        "the user's price, fit the affordable instalment.")
+    line_reference_pd: float = Field(
+        0.03, gt=0, lt=1, description="Dollars at risk: above this PD the line shrinks so that line × PD "
+        "stays what it is at this PD (the portfolio's default rate).")
+    line_first_loan_share: float = Field(
+        0.5, gt=0, le=1, description="A borrower who has not yet paid off a loan gets this share of the "
+        "line.")
+    # ---- tracking and pre-approval (the nightly lists) ----
+    tracking_riskiest: int = Field(
+        100, ge=1, description="The early-warning list holds this many borrowers with an open loan of the "
+        "highest PD, and as many of the largest rise in PD since their last application.")
+    pre_approval_share: float = Field(
+        1 / 6, gt=0, le=1, description="The share of the day's users pre-approved: those most likely to "
+        "apply (the demand model) among those the credit decision would approve (../shared/DOMAIN.md: about "
+        "one sixth of the ecosystem was pre-approved).")
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
     duckdb_disabled_optimizers: str = Field(
@@ -206,6 +227,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """One folder per model, one per version in it, and the version served."""
         return self.root / "models"
+
+    @property
+    def tracking_dir(self) -> Path:
+        """The nightly lists: early warning (borrowers to watch) and pre-approval, one folder per day."""
+        return self.root / "tracking"
 
     @property
     def airflow_home(self) -> Path:

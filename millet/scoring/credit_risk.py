@@ -55,14 +55,19 @@ class LeakageSuspected(RuntimeError):
     pass
 
 
-def training_rows(settings: Settings) -> TrainingRows:
-    """Every disbursed loan applied for after the warm-up, with credit_risk_v1's features as of then."""
+def loan_rows(settings: Settings) -> pd.DataFrame:
+    """Every disbursed loan applied for after the warm-up, with its outcome (loan_outcomes' columns)."""
     labels = loan_outcomes(settings)
     labels = labels[labels["event_timestamp"] >= snapshot_timestamp(first_label_day(settings))]
     if labels.empty:
         raise NoLabels("no loan was applied for after the warm-up (model_warmup_days after the first "
                        "snapshot): build a longer world")
-    return rows_with_features(labels, SERVICE, settings)
+    return labels
+
+
+def training_rows(settings: Settings) -> TrainingRows:
+    """loan_rows with credit_risk_v1's features as of each application."""
+    return rows_with_features(loan_rows(settings), SERVICE, settings)
 
 
 def train_credit_risk(settings: Settings, rows: TrainingRows | None = None) -> dict:

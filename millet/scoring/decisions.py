@@ -1,4 +1,4 @@
-"""The lender's decisions from a user's features: access (with reasons) and price.
+"""The lender's decisions from a user's features: access (with reasons), price and credit line.
 
 One function, `decide`, is the decision wherever it is made (`millet score`, `POST /score`, a batch): it
 takes the features as a mapping, so online and offline features give the same decision.
@@ -7,6 +7,7 @@ takes the features as a mapping, so online and offline features give the same de
 - Price (../shared/DOMAIN.md): cost of funds + operating cost + margin + expected loss, where the expected
   loss a year is PD × LGD scaled from the label's 6-month horizon; rounded up to the band grid. An applicant
   whose price would exceed the product's cap is declined.
+- Credit line: repayment ability's rules (millet/scoring/repayment.py) over repayment_ability_v1.
 - A user with no features at all (new to the ecosystem) is declined with that reason: nothing to score.
 """
 
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from millet.scoring import registry
+from millet.scoring import registry, repayment
 from millet.scoring.credit_risk import MODEL, SERVICE
 from millet.settings import Settings
+
+SERVICES = (SERVICE, repayment.SERVICE)  # the features a decision reads: the PD's and the credit line's
 
 PD_HORIZON_MONTHS = 6  # the label's: 90+ days past due within 6 months
 TOP_REASONS = 3
@@ -39,8 +42,9 @@ class Decision:
     reasons: list[str]
     pd: float | None
     annual_rate: float | None  # the price band, when approved
+    credit_line: float | None  # the most the user may borrow, when approved
     model_version: str
-    feature_service: str = SERVICE
+    feature_services: tuple[str, ...] = SERVICES
     contributions: dict[str, float] = field(default_factory=dict)  # log-odds, the largest first
 
     def to_dict(self) -> dict:
@@ -49,7 +53,7 @@ class Decision:
 
 @dataclass
 class ServedModel:
-    """The served version of the credit-risk model, loaded once."""
+    """The served version of a model (the credit-risk model unless named), loaded once."""
     version: Path
 
     @cached_property
@@ -64,13 +68,24 @@ class ServedModel:
 
     @property
     def name(self) -> str:
-        return f"{MODEL}/{self.version.name}"
+        return f"{self.version.parent.name}/{self.version.name}"
+
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's probability for each row of `matrix` (columns in `features` order)."""
+        return self.booster.predict(matrix)
+
+    def raised_by(self, matrix: np.ndarray) -> list[dict[str, float]]:
+        """For each row, the TOP_REASONS features that pushed its score up most, by their exact
+        contributions (log-odds), the largest first."""
+        contributions = self.booster.predict(matrix, pred_contrib=True)[:, :-1]  # the last is the bias
+        return [{self.features[i]: round(float(row[i]), 4)
+                 for i in np.argsort(-row)[:TOP_REASONS] if row[i] > 0} for row in contributions]
 
 
-def served_model(settings: Settings) -> ServedModel:
-    version = registry.served_version(MODEL, settings)
+def served_model(settings: Settings, model: str = MODEL) -> ServedModel:
+    version = registry.served_version(model, settings)
     if version is None:
-        raise NoModel(f"no {MODEL} model is served under {settings.models_dir}: run `millet train`")
+        raise NoModel(f"no {model} model is served under {settings.models_dir}: run `millet train`")
     return ServedModel(version)
 
 
@@ -80,20 +95,22 @@ def decide(user_key: str, features: Mapping[str, float | None], model: ServedMod
     if np.isnan(row).all():
         return Decision(user_key, "decline", ["no behaviour or credit history in the ecosystem yet: nothing "
                                               "to score; a new user can apply after using it for a while"],
-                        None, None, model.name)
-    pd = float(model.booster.predict(row)[0])
-    contributions = model.booster.predict(row, pred_contrib=True)[0][:-1]  # the last is the bias
-    top = np.argsort(-contributions)[:TOP_REASONS]
-    pushed_up = {model.features[i]: round(float(contributions[i]), 4) for i in top if contributions[i] > 0}
+                        None, None, None, model.name)
+    pd = float(model.scores(row)[0])
+    pushed_up = model.raised_by(row)[0]
     rate = annual_rate(pd, settings)
-    if rate > settings.pricing_rate_cap:
+    if not priced_within_cap(pd, settings):
         reasons = [f"risk-based price {rate:.0%} a year exceeds the product's cap "
                    f"{settings.pricing_rate_cap:.0%} (PD {pd:.1%})",
                    *(f"{name} raised the risk" for name in pushed_up)]
-        return Decision(user_key, "decline", reasons, pd, None, model.name, contributions=pushed_up)
+        return Decision(user_key, "decline", reasons, pd, None, None, model.name, contributions=pushed_up)
+    line = repayment.credit_line(features, pd, rate, settings)
     reasons = [f"PD {pd:.1%} within the product's risk appetite",
+               f"credit line {line:,.0f}: an affordable instalment of "
+               f"{repayment.affordable_instalment(features, settings):,.0f} a month over "
+               f"{settings.line_term_months} months",
                *(f"{name} raised the risk" for name in pushed_up)]
-    return Decision(user_key, "approve", reasons, pd, rate, model.name, contributions=pushed_up)
+    return Decision(user_key, "approve", reasons, pd, rate, line, model.name, contributions=pushed_up)
 
 
 def annual_rate(pd: float, settings: Settings) -> float:
@@ -103,6 +120,11 @@ def annual_rate(pd: float, settings: Settings) -> float:
              + expected_loss)
     step = settings.pricing_band_step
     return round(math.ceil(round(price / step, 9)) * step, 6)
+
+
+def priced_within_cap(pd: float, settings: Settings) -> bool:
+    """Whether the product may be offered at this PD: its risk-based price is within the cap."""
+    return annual_rate(pd, settings) <= settings.pricing_rate_cap
 
 
 def _number(value) -> float:

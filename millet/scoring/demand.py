@@ -15,10 +15,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from millet.feature_spec import families
 from millet.scoring import registry
 from millet.scoring.fitting import (
     TrainingRows,
+    day_users_sql,
     first_label_day,
     fit_gbm,
     rows_with_features,
@@ -28,7 +28,6 @@ from millet.scoring.labels import NoLabels
 from millet.scoring.metrics import ranking
 from millet.serving.store import snapshot_timestamp
 from millet.settings import Settings
-from millet.transform import snapshot_path
 
 MODEL = "financial_demand"
 SERVICE = "financial_demand_v1"
@@ -57,12 +56,11 @@ def demand_labels(settings: Settings) -> pd.DataFrame:
 
 def _day_labels(con, day: date, settings: Settings) -> pd.DataFrame:
     opens, closes = snapshot_timestamp(day), snapshot_timestamp(day + timedelta(days=HORIZON_DAYS))
-    users = " union ".join(f"select user_key from read_parquet('{snapshot_path(fam.name, day, settings)}')"
-                           for fam in families())
     loans = settings.bronze_dir / "loans" / "dt=*" / "*.parquet"
     return con.execute(f"""
         with users as (
-            select user_key from ({users}) order by md5(user_key || $day) limit {DEMAND_USERS_PER_DAY}
+            select user_key from ({day_users_sql(day, settings)})
+            order by md5(user_key || $day) limit {DEMAND_USERS_PER_DAY}
         ),
         applied as (
             select distinct user_key from read_parquet('{loans}')

@@ -12,10 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from millet.feature_spec import families
 from millet.scoring.labels import NoLabels
 from millet.serving.definitions import service_features
 from millet.serving.training import training_table
 from millet.settings import Settings
+from millet.transform import snapshot_path
 
 GBM_PARAMS = {
     "objective": "binary", "metric": "auc", "learning_rate": 0.03, "num_leaves": 15,
@@ -95,3 +97,9 @@ def first_snapshot_day(settings: Settings) -> str:
     if not days:
         raise NoLabels(f"no credit snapshots under {settings.snapshots_dir}: build the features first")
     return days[0]
+
+
+def day_users_sql(day: date, settings: Settings) -> str:
+    """SQL for the users of a day's snapshots: everyone with a row in any family's."""
+    return " union ".join(f"select user_key from read_parquet('{snapshot_path(fam.name, day, settings)}')"
+                          for fam in families())

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from millet.scoring.credit_risk import SERVICE
-from millet.scoring.decisions import Decision, NoModel, ServedModel, decide, served_model
+from millet.scoring.decisions import SERVICES, Decision, NoModel, ServedModel, decide, served_model
 from millet.serving.online_store import PackedOnlineStore, decode_record, string_entity_keys
 from millet.settings import Settings
 
@@ -257,7 +256,10 @@ class Scorer:
 
     def score(self, user_key: str) -> Decision:
         model = self.model()
-        return decide(user_key, self.reader.features_of(user_key, SERVICE), model, self.settings)
+        features = {}
+        for service in SERVICES:
+            features |= self.reader.features_of(user_key, service)
+        return decide(user_key, features, model, self.settings)
 
     def model(self) -> ServedModel:
         served = served_model(self.settings)

@@ -18,6 +18,8 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
         ("build_features", "reconcile_repayments"),
         ("check_features", "publish_features"),
         ("reconcile_repayments", "publish_features"),  # a diverging bank feed stops publication too
+        ("publish_features", "track_borrowers"),  # the lists score the published day only
+        ("publish_features", "list_pre_approvals"),
         ("check_features", "write_report"),
         ("reconcile_repayments", "write_report"),
     }

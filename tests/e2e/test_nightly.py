@@ -16,7 +16,7 @@ import yaml
 from pydantic import SecretStr
 
 from millet.feature_spec import all_features
-from millet.orchestrate import load_dag, run_dag
+from millet.orchestrate import DAG_ID, load_dag, run_dag
 from millet.quality import QualityGateFailed, check_features
 from millet.serving import online_features, open_store
 from millet.settings import get_settings
@@ -230,6 +230,24 @@ def _stamped(snapshot: pa.Table, closes: datetime) -> pa.Table:
     i = snapshot.schema.get_field_index("event_timestamp")
     return snapshot.set_column(i, "event_timestamp",
                                pa.array([closes] * snapshot.num_rows, snapshot.schema.field(i).type))
+
+
+def test_without_served_models_the_nightly_lists_are_skipped_and_the_run_succeeds(nightly):
+    """A new deployment has no model until `millet train`: the lists wait for one, nothing fails."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    first_night = datetime.combine(date.fromisoformat(DAYS[0]), time(), UTC)
+    with create_session() as session:
+        states = dict(session.execute(
+            select(TaskInstance.task_id, TaskInstance.state)
+            .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id))
+            .where(DagRun.dag_id == DAG_ID, DagRun.logical_date == first_night)).all())
+    assert states["publish_features"] == "success"
+    assert states["track_borrowers"] == states["list_pre_approvals"] == "skipped"
+    assert not nightly.tracking_dir.exists()
 
 
 def test_each_successful_build_leaves_a_record_naming_its_snapshots(nightly):

@@ -11,6 +11,7 @@ import os
 import subprocess
 from datetime import date, timedelta
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
@@ -31,7 +32,7 @@ from millet.scoring.credit_risk import (
     train_credit_risk,
     training_rows,
 )
-from millet.scoring.decisions import annual_rate, decide, served_model
+from millet.scoring.decisions import SERVICES, annual_rate, decide, served_model
 from millet.scoring.demand import (
     DEMAND_USERS_PER_DAY,
     HORIZON_DAYS,
@@ -40,6 +41,8 @@ from millet.scoring.demand import (
     top_decile_lift,
     train_demand,
 )
+from millet.scoring.repayment import affordable_instalment, check_repayment_ability, credit_line
+from millet.scoring.tracking import EARLY_WARNING, PRE_APPROVAL, list_path
 from millet.serving import open_store
 from millet.serving.definitions import service_features
 from millet.serving.server import OnlineReader, Scorer
@@ -197,8 +200,11 @@ def _keys(family: str, day: date, settings: Settings) -> set[str]:
 def test_the_online_decision_equals_the_one_from_offline_features_at_the_same_time(world, scorer):
     users = _snapshot_users(world, 30)
     moment = snapshot_timestamp(LAST) + timedelta(hours=1)  # the last snapshot is the one served online
-    offline = training_table(pd.DataFrame({"user_key": users, "event_timestamp": [moment] * len(users)}),
-                             SERVICE, world).to_pylist()
+    frame = pd.DataFrame({"user_key": users, "event_timestamp": [moment] * len(users)})
+    offline = [{} for _ in users]
+    for service in SERVICES:  # the PD's features and the credit line's
+        for row, more in zip(offline, training_table(frame, service, world).to_pylist(), strict=True):
+            row |= more
     model = served_model(world)
     decisions = [scorer.score(row["user_key"]) for row in offline]
     assert [d.to_dict() for d in decisions] == [decide(row["user_key"], row, model, world).to_dict()
@@ -206,11 +212,13 @@ def test_the_online_decision_equals_the_one_from_offline_features_at_the_same_ti
     assert all(d.pd is not None and d.model_version == f"{MODEL}/{model.version.name}" for d in decisions)
     approved = [d for d in decisions if d.access == "approve"]
     assert approved and all(d.annual_rate == annual_rate(d.pd, world) for d in approved)
+    assert any(d.credit_line > 0 for d in approved)
 
 
 def test_a_user_without_features_gets_a_decision_with_a_reason(scorer):
     decision = scorer.score("a-user-new-to-the-ecosystem")
     assert decision.access == "decline" and decision.pd is None and decision.annual_rate is None
+    assert decision.credit_line is None
     assert "nothing to score" in decision.reasons[0]
 
 
@@ -228,12 +236,42 @@ def test_millet_serve_answers_score_as_millet_score_does(world, honest):
         refused = requests.post(f"{url}/score", json={"user": user}, timeout=30)
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["model_version"] == f"{MODEL}/{honest['version']}" and body["feature_service"] == SERVICE
+    assert body["model_version"] == f"{MODEL}/{honest['version']}"
+    assert body["feature_services"] == [SERVICE, "repayment_ability_v1"]
     assert refused.status_code == 400 and "user_key" in refused.json()["detail"]
     done = subprocess.run([MILLET, "score", user], env={**os.environ, **world.millet_environ()},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == body
+
+
+def test_the_credit_line_is_capacity_over_the_term_shrunk_for_risk_and_a_first_loan(world):
+    features = {"payments__amount_paid_sum_90d": 9000.0, "credit__loans_active_now": 1.0,
+                "credit__amount_app_repaid_sum_180d": 600.0, "credit__app_repayments_count_180d": 3.0,
+                "credit__loans_paid_off_total": None}
+    affordable = world.line_debt_service_ratio * 9000 / 3 - 1 * 600 / 3  # 1050 less one open instalment
+    assert affordable_instalment(features, world) == pytest.approx(affordable)
+    monthly = 0.20 / 12
+    principal = sum(affordable / (1 + monthly) ** k for k in range(1, world.line_term_months + 1))
+    pd_ = 2 * world.line_reference_pd  # twice the reference: half the line keeps the dollars at risk level
+    expected = principal * 0.5 * world.line_first_loan_share  # no loan paid off yet
+    assert credit_line(features, pd_, 0.20, world) == 10 * (expected // 10)
+    seasoned = features | {"credit__loans_paid_off_total": 2.0}
+    assert credit_line(seasoned, world.line_reference_pd / 2, 0.20, world) == 10 * (principal // 10)
+    assert credit_line({}, 0.01, 0.20, world) == 0  # no wallet spending seen: no capacity
+
+
+def test_the_repayment_rules_are_checked_against_what_borrowers_repaid(world):
+    meta = check_repayment_ability(world)
+    loans = ds.dataset(world.bronze_dir / "loans", partitioning="hive").to_table(
+        filter=pc.field("event_type") == "repayment", columns=["loan_id"])
+    repaid = set(loans["loan_id"].to_pylist())
+    labelled = set(training_rows(world).labels["loan_id"])
+    assert meta["check"]["loans"] == len(repaid & labelled) > 50
+    assert 0 < meta["check"]["within_capacity_share"] < 1
+    assert registry.served_version("repayment_ability", world).name == meta["version"]
+    assert registry.read_meta(world.models_dir / "repayment_ability" / meta["version"])["parameters"][
+        "line_term_months"] == world.line_term_months
 
 
 # ---- financial demand -------------------------------------------------------------------------------------
@@ -255,8 +293,13 @@ def test_demand_labels_say_who_applied_in_the_next_30_days(world):
         assert rows[LABEL].sum() > 0
 
 
-def test_the_demand_model_ranks_who_applies(world):
-    meta = train_demand(world)
+@pytest.fixture(scope="module")
+def demand_model(world) -> dict:
+    return train_demand(world)
+
+
+def test_the_demand_model_ranks_who_applies(world, demand_model):
+    meta = demand_model
     assert meta["passed"] and meta["test"]["auc"] > 0.5 and meta["test"]["top_decile_lift"] > 1
     assert registry.served_version("financial_demand", world).name == meta["version"]
 
@@ -265,3 +308,89 @@ def test_top_decile_lift_is_the_top_tenths_rate_over_the_base_rate():
     outcome = np.array(([1] + [0] * 19) * 5)  # 5 positives in 100, 1 of them in the top 10
     score = np.arange(100, 0, -1) / 100  # the first rows score highest
     assert top_decile_lift(outcome, score) == pytest.approx((1 / 10) / (5 / 100))
+
+
+# ---- the nightly lists: early warning and pre-approval, written by the DAG ------------------------------
+@pytest.fixture(scope="module")
+def nightly_lists(world, honest, demand_model) -> str:
+    """The real DAG run again for the world's last day (`millet run`, as the on-call engineer would), now
+    that both models are served."""
+    done = subprocess.run([MILLET, "run", "--date", str(LAST)], env={**os.environ, **world.millet_environ()},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _as_of(users: list[str], day: date, settings: Settings) -> pd.DataFrame:
+    """Each user's features as Feast's point-in-time join finds them at the close of `day`, read here from
+    the snapshot files: per family, the latest of the day's, the day before's and the day before that's rows
+    (a row stamped at most SNAPSHOT_TTL, two days, before), in `users`' order."""
+    frame = pd.DataFrame({"user_key": users})
+    for fam in families():
+        rows = [pq.read_table(path).to_pandas().assign(_age=age) for age in (2, 1, 0)
+                if (path := snapshot_path(fam.name, day - timedelta(days=age), settings)).exists()]
+        if not rows:  # before the first snapshot: nothing known
+            continue
+        latest = pd.concat(rows).drop_duplicates("user_key", keep="last").drop(columns=["_age"])
+        frame = frame.merge(latest.drop(columns=[c for c in latest.columns if c in frame.columns and
+                                                 c != "user_key"]), on="user_key", how="left")
+    return frame
+
+
+def _expected_scores(booster: lgb.Booster, features: pd.DataFrame) -> np.ndarray:
+    columns = features.reindex(columns=booster.feature_name()).astype("float64")
+    matrix = columns.to_numpy(dtype=np.float32, na_value=np.nan)
+    return np.where(np.isnan(matrix).all(axis=1), np.nan, booster.predict(matrix))
+
+
+def _served_booster(model: str, settings: Settings) -> lgb.Booster:
+    return lgb.Booster(model_file=str(registry.served_version(model, settings) / "model.txt"))
+
+
+def test_the_dag_writes_the_early_warning_list_of_open_loans(world, nightly_lists):
+    listed = pq.read_table(list_path(EARLY_WARNING, LAST, world)).to_pandas()
+    credit = pq.read_table(snapshot_path("credit", LAST, world)).to_pandas()
+    borrowers = credit[credit["credit__loans_active_now"] > 0].sort_values("user_key")
+    booster = _served_booster(MODEL, world)
+    now = _expected_scores(booster, _as_of(list(borrowers["user_key"]), LAST, world))
+    since = borrowers["credit__applications_days_since_last_180d"].to_numpy(dtype=float, na_value=np.nan)
+    then, users = np.full(len(borrowers), np.nan), list(borrowers["user_key"])
+    by_eve: dict[date, list[int]] = {}  # the night before the last application → those borrowers
+    for i, days in enumerate(since):
+        if not np.isnan(days):
+            by_eve.setdefault(LAST - timedelta(days=int(days) + 1), []).append(i)
+    for eve, at in by_eve.items():
+        then[at] = _expected_scores(booster, _as_of([users[i] for i in at], eve, world))
+    n = world.tracking_riskiest
+    riskiest = set(borrowers["user_key"].to_numpy()[np.argsort(-now)[:n]])
+    rise = np.where(now - then > 0, now - then, -np.inf)
+    rising = set(borrowers["user_key"].to_numpy()[np.argsort(-rise)[:n]][np.sort(-rise)[:n] < np.inf])
+    assert len(borrowers) > n and rising  # a list to choose, and some PD rose
+    assert set(listed["user_key"]) == riskiest | rising
+    assert set(listed.loc[listed["riskiest"], "user_key"]) == riskiest
+    assert set(listed.loc[listed["rising"], "user_key"]) == rising
+    position = {user: i for i, user in enumerate(borrowers["user_key"])}
+    at = [position[user] for user in listed["user_key"]]
+    assert listed["pd"].to_numpy() == pytest.approx(now[at], rel=1e-9)
+    assert listed["pd_at_application"].to_numpy() == pytest.approx(then[at], rel=1e-9, nan_ok=True)
+    assert listed["pd"].is_monotonic_decreasing  # the riskiest first
+    assert all(len(reasons) for reasons in listed.loc[listed["riskiest"], "raised_by"][:10])
+
+
+def test_the_dag_writes_the_pre_approval_list_of_likely_applicants_within_the_price_cap(world, nightly_lists):
+    listed = pq.read_table(list_path(PRE_APPROVAL, LAST, world)).to_pandas()
+    users = sorted(set().union(*(_keys(fam.name, LAST, world) for fam in families())))
+    features = _as_of(users, LAST, world)
+    pd_ = _expected_scores(_served_booster(MODEL, world), features)
+    propensity = _expected_scores(_served_booster("financial_demand", world), features)
+    costs = world.pricing_cost_of_funds + world.pricing_operating_cost + world.pricing_margin
+    step = world.pricing_band_step
+    price = np.ceil(np.round((costs + pd_ * world.pricing_lgd * 2) / step, 9)) * step  # a year, in its band
+    within_cap = price <= world.pricing_rate_cap
+    order = [i for i in np.argsort(-propensity, kind="stable") if within_cap[i]]
+    expected = order[: round(world.pre_approval_share * len(users))]
+    assert 0 < len(expected) < len(order)  # a real choice: some eligible users are left out
+    assert list(listed["user_key"]) == [users[i] for i in expected]
+    assert listed["pd"].to_numpy() == pytest.approx(pd_[expected], rel=1e-9)
+    assert listed["propensity"].to_numpy() == pytest.approx(propensity[expected], rel=1e-9)
+    assert (listed["annual_rate"] <= world.pricing_rate_cap).all()
