@@ -1,6 +1,6 @@
 """Benchmark: training the credit-risk model, and scoring one user over HTTP, on a world built for it.
 
-    .venv/bin/millet world --users 50000 --days 300        # with MILLET_DATA_ROOT=R
+    .venv/bin/millet world --users 20000 --days 300        # with MILLET_DATA_ROOT=R
     .venv/bin/python bench/bench_models.py --root R
 
 1. `train`: `train_credit_risk` on the world, in a fresh process: wall time and peak RSS, and the figures

@@ -129,7 +129,7 @@ def _history(first: date, last: date) -> None:
 
 @app.command()
 def world(
-    users: Annotated[int, typer.Option(help="How many ecosystem users.")] = 50_000,
+    users: Annotated[int, typer.Option(help="How many ecosystem users.")] = 20_000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 300,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
     seed: Annotated[int, typer.Option(help="Same seed, same world.")] = 7,
