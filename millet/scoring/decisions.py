@@ -98,19 +98,29 @@ def decide(user_key: str, features: Mapping[str, float | None], model: ServedMod
                         None, None, None, model.name)
     pd = float(model.scores(row)[0])
     pushed_up = model.raised_by(row)[0]
-    rate = annual_rate(pd, settings)
+    rate, line = annual_rate(pd, settings), offered_line(pd, features, settings)
+    risk = [f"{name} raised the risk" for name in pushed_up]
     if not priced_within_cap(pd, settings):
         reasons = [f"risk-based price {rate:.0%} a year exceeds the product's cap "
-                   f"{settings.pricing_rate_cap:.0%} (PD {pd:.1%})",
-                   *(f"{name} raised the risk" for name in pushed_up)]
+                   f"{settings.pricing_rate_cap:.0%} (PD {pd:.1%})", *risk]
         return Decision(user_key, "decline", reasons, pd, None, None, model.name, contributions=pushed_up)
-    line = repayment.credit_line(features, pd, rate, settings)
+    if not line:
+        reasons = [f"no repayment capacity seen: {settings.line_debt_service_ratio:.0%} of the monthly "
+                   "wallet spending does not exceed the instalments of the loans open", *risk]
+        return Decision(user_key, "decline", reasons, pd, None, None, model.name, contributions=pushed_up)
     reasons = [f"PD {pd:.1%} within the product's risk appetite",
                f"credit line {line:,.0f}: an affordable instalment of "
                f"{repayment.affordable_instalment(features, settings):,.0f} a month over "
-               f"{settings.line_term_months} months",
-               *(f"{name} raised the risk" for name in pushed_up)]
+               f"{settings.line_term_months} months", *risk]
     return Decision(user_key, "approve", reasons, pd, rate, line, model.name, contributions=pushed_up)
+
+
+def offered_line(pd: float, features: Mapping[str, float | None], settings: Settings) -> float | None:
+    """The credit line the product may be offered with at this PD, or None when it may not: a price above
+    the cap, or no line."""
+    if math.isnan(pd) or not priced_within_cap(pd, settings):
+        return None
+    return repayment.credit_line(features, pd, annual_rate(pd, settings), settings) or None
 
 
 def annual_rate(pd: float, settings: Settings) -> float:

@@ -3,11 +3,12 @@
 by product rules; "dollars at risk", line × PD, is kept level across risk bands).
 - Income proxy: the wallet's monthly spending (payments, last 90 days ÷ 3).
 - Existing instalments: one a month per open loan, of the size the user has been repaying (app repayments,
-  last 180 days, mean).
+  last 180 days, mean); with no repayment seen yet, the mean loan of their book spread over the line's
+  term.
 - Affordable instalment = `line_debt_service_ratio` × income proxy − existing instalments.
 - Line = the principal that `line_term_months` such instalments repay at the user's price, times
   min(1, `line_reference_pd` ÷ PD) (dollars at risk), times `line_first_loan_share` until a loan is paid off,
-  rounded down to 10.
+  rounded down to 10. A line of 0 (no spending seen, or instalments already take the share) declines.
 A rule set, not a fitted model: nothing in the simulated world ties repaying to the size of the instalment,
 so a model could learn no capacity from outcomes. `check_repayment_ability` measures the rules against what
 borrowers actually repaid (bronze repayment events) and `millet train` writes that check as a version.
@@ -35,7 +36,8 @@ REPAID_SUM_180D = "credit__amount_app_repaid_sum_180d"
 REPAID_COUNT_180D = "credit__app_repayments_count_180d"
 OPEN_LOANS = "credit__loans_active_now"
 PAID_OFF = "credit__loans_paid_off_total"
-INPUTS = (SPENDING_90D, REPAID_SUM_180D, REPAID_COUNT_180D, OPEN_LOANS, PAID_OFF)
+DISBURSED_TOTAL = "credit__amount_disbursed_total"
+INPUTS = (SPENDING_90D, REPAID_SUM_180D, REPAID_COUNT_180D, OPEN_LOANS, PAID_OFF, DISBURSED_TOTAL)
 LINE_STEP = 10
 
 
@@ -43,10 +45,18 @@ def affordable_instalment(features: Mapping[str, float | None], settings: Settin
     """What the user can pay a month on a new loan: the share of their monthly spending that instalments may
     take, less the instalments of the loans they have open."""
     income = _value(features, SPENDING_90D) / 3
-    count = _value(features, REPAID_COUNT_180D)
-    instalment_size = _value(features, REPAID_SUM_180D) / count if count else 0.0
-    open_instalments = _value(features, OPEN_LOANS) * instalment_size
+    open_instalments = _value(features, OPEN_LOANS) * _instalment_size(features, settings)
     return max(0.0, settings.line_debt_service_ratio * income - open_instalments)
+
+
+def _instalment_size(features: Mapping[str, float | None], settings: Settings) -> float:
+    """The monthly instalment of one of the user's loans: what they have been repaying, or, before their
+    first repayment, their mean loan over the line's term (loans not paid off count as open: cautious)."""
+    repaid = _value(features, REPAID_COUNT_180D)
+    if repaid:
+        return _value(features, REPAID_SUM_180D) / repaid
+    loans = _value(features, OPEN_LOANS) + _value(features, PAID_OFF)
+    return _value(features, DISBURSED_TOTAL) / loans / settings.line_term_months if loans else 0.0
 
 
 def credit_line(features: Mapping[str, float | None], pd: float, annual_rate: float,
@@ -68,8 +78,9 @@ def _value(features: Mapping[str, float | None], name: str) -> float:
 def check_repayment_ability(settings: Settings) -> dict:
     """The rules against what borrowers repaid: for each loan of the credit-risk label rows that has had a
     repayment, the affordable instalment as of its application against the instalment the borrower
-    then paid; and the default rate of loans within the user's capacity and beyond it. Writes the check as a
-    version of `repayment_ability` (served: the rules are what the decisions use) and returns its meta."""
+    then paid; and the default rate of loans within the user's capacity and beyond it. Writes the check, with
+    the `line_*` settings it was made with, as a version of `repayment_ability`, and returns its meta. (The
+    decisions read the rules' parameters from the settings; the version records what was checked.)"""
     paid = _first_instalments(settings)
     labels = loan_rows(settings)
     labels = labels[labels["loan_id"].isin(paid.index)]
@@ -87,10 +98,9 @@ def check_repayment_ability(settings: Settings) -> dict:
                       "default_rate_beyond": _rate(defaulted[~within]),
                       "median_instalment_over_affordable":
                           float(np.median(instalment / np.maximum(affordable, 1)))},
-            "passed": True, "reasons": []}
+            }
     version = registry.new_version(MODEL, settings)
     registry.write_meta(version, meta | {"version": version.name})
-    registry.serve(version)
     return meta | {"version": version.name, "path": str(version)}
 
 

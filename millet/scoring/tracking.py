@@ -7,7 +7,8 @@ point-in-time join (offline, as training sets are), one folder per list and day 
   snapshot of the night before. An application older than the longest window (180 days) has no known day,
   so its borrower can be listed as risky but not as rising.
 - **pre-approval** (offers): of the day's users whose credit decision would approve (risk-based price
-  within the cap), the `pre_approval_share` of all users most likely to apply (the served demand model).
+  within the cap and a credit line), the `pre_approval_share` of all users most likely to apply (the served
+  demand model), with their price and line.
 A list needs its models served: without one it raises NoModel, and the DAG skips the task.
 """
 
@@ -22,9 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from millet.scoring import demand
+from millet.scoring import demand, repayment
 from millet.scoring.credit_risk import SERVICE as RISK_SERVICE
-from millet.scoring.decisions import ServedModel, annual_rate, priced_within_cap, served_model
+from millet.scoring.decisions import ServedModel, annual_rate, offered_line, served_model
 from millet.scoring.fitting import day_users_sql, feature_matrix
 from millet.serving.store import snapshot_timestamp
 from millet.serving.training import training_table
@@ -83,17 +84,19 @@ def list_pre_approvals(ds: str, settings: Settings | None = None) -> dict:
     stamps = [snapshot_timestamp(day)] * len(users)
     pd_now, _ = _scored(risk, users, stamps, settings, RISK_SERVICE)
     propensity, _ = _scored(propensity_model, users, stamps, settings, demand.SERVICE)
-    eligible = np.array([not np.isnan(p) and priced_within_cap(p, settings) for p in pd_now], dtype=bool)
+    ability = _features(users, stamps, repayment.SERVICE, settings).to_pylist()
+    lines = [offered_line(p, features, settings) for p, features in zip(pd_now, ability, strict=True)]
     quota = round(settings.pre_approval_share * len(users))
-    ranked = [i for i in np.argsort(-propensity, kind="stable") if eligible[i]][:quota]
+    ranked = [i for i in _top(propensity, len(users)) if lines[i] is not None][:quota]
     table = pa.table({
         "user_key": users.to_numpy()[ranked].astype(str), "propensity": propensity[ranked],
         "pd": pd_now[ranked], "annual_rate": [annual_rate(pd_now[i], settings) for i in ranked],
+        "credit_line": [lines[i] for i in ranked],
     }, schema=pa.schema([("user_key", pa.string()), ("propensity", pa.float64()), ("pd", pa.float64()),
-                         ("annual_rate", pa.float64())]))
+                         ("annual_rate", pa.float64()), ("credit_line", pa.float64())]))
     path = _write(table, PRE_APPROVAL, day, settings)
     return {"list": str(path), "models": [risk.name, propensity_model.name], "users": len(users),
-            "eligible": int(eligible.sum()), "listed": len(ranked)}
+            "eligible": sum(line is not None for line in lines), "listed": len(ranked)}
 
 
 def _open_loans(day: date, settings: Settings) -> pd.DataFrame:
@@ -123,10 +126,14 @@ def _scored(model: ServedModel, users: pd.Series, stamps: list, settings: Settin
     has none of them), and the feature matrix scored."""
     if not len(users):
         return np.empty(0), np.empty((0, len(model.features)), np.float32)
-    rows = pd.DataFrame({"user_key": users.to_numpy(), "event_timestamp": stamps})
-    matrix = feature_matrix(training_table(rows, service, settings), model.features)
+    matrix = feature_matrix(_features(users, stamps, service, settings), model.features)
     scores = model.scores(matrix)
     return np.where(np.isnan(matrix).all(axis=1), np.nan, scores), matrix
+
+
+def _features(users: pd.Series, stamps: list, service: str, settings: Settings) -> pa.Table:
+    rows = pd.DataFrame({"user_key": users.to_numpy(), "event_timestamp": stamps})
+    return training_table(rows, service, settings)
 
 
 def _top(values: np.ndarray, n: int) -> list[int]:

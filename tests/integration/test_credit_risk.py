@@ -259,6 +259,11 @@ def test_the_credit_line_is_capacity_over_the_term_shrunk_for_risk_and_a_first_l
     seasoned = features | {"credit__loans_paid_off_total": 2.0}
     assert credit_line(seasoned, world.line_reference_pd / 2, 0.20, world) == 10 * (principal // 10)
     assert credit_line({}, 0.01, 0.20, world) == 0  # no wallet spending seen: no capacity
+    # A loan open but not yet repaid: its instalment is the book's mean loan over the line's term.
+    fresh = {"payments__amount_paid_sum_90d": 9000.0, "credit__loans_active_now": 1.0,
+             "credit__amount_disbursed_total": 2400.0}
+    assert affordable_instalment(fresh, world) == pytest.approx(
+        world.line_debt_service_ratio * 3000 - 2400 / world.line_term_months)
 
 
 def test_the_repayment_rules_are_checked_against_what_borrowers_repaid(world):
@@ -269,7 +274,6 @@ def test_the_repayment_rules_are_checked_against_what_borrowers_repaid(world):
     labelled = set(training_rows(world).labels["loan_id"])
     assert meta["check"]["loans"] == len(repaid & labelled) > 50
     assert 0 < meta["check"]["within_capacity_share"] < 1
-    assert registry.served_version("repayment_ability", world).name == meta["version"]
     assert registry.read_meta(world.models_dir / "repayment_ability" / meta["version"])["parameters"][
         "line_term_months"] == world.line_term_months
 
@@ -353,18 +357,19 @@ def test_the_dag_writes_the_early_warning_list_of_open_loans(world, nightly_list
     borrowers = credit[credit["credit__loans_active_now"] > 0].sort_values("user_key")
     booster = _served_booster(MODEL, world)
     now = _expected_scores(booster, _as_of(list(borrowers["user_key"]), LAST, world))
-    since = borrowers["credit__applications_days_since_last_180d"].to_numpy(dtype=float, na_value=np.nan)
+    applied = _last_applications(world)  # from bronze's application events
     then, users = np.full(len(borrowers), np.nan), list(borrowers["user_key"])
     by_eve: dict[date, list[int]] = {}  # the night before the last application → those borrowers
-    for i, days in enumerate(since):
-        if not np.isnan(days):
-            by_eve.setdefault(LAST - timedelta(days=int(days) + 1), []).append(i)
+    for i, user in enumerate(users):
+        if (LAST - applied[user]).days < 180:  # within the longest window: its day is known
+            by_eve.setdefault(applied[user] - timedelta(days=1), []).append(i)
     for eve, at in by_eve.items():
         then[at] = _expected_scores(booster, _as_of([users[i] for i in at], eve, world))
     n = world.tracking_riskiest
-    riskiest = set(borrowers["user_key"].to_numpy()[np.argsort(-now)[:n]])
+    riskiest = set(borrowers["user_key"].to_numpy()[np.argsort(-now, kind="stable")[:n]])
     rise = np.where(now - then > 0, now - then, -np.inf)
-    rising = set(borrowers["user_key"].to_numpy()[np.argsort(-rise)[:n]][np.sort(-rise)[:n] < np.inf])
+    top = np.argsort(-rise, kind="stable")[:n]
+    rising = set(borrowers["user_key"].to_numpy()[top][rise[top] > -np.inf])
     assert len(borrowers) > n and rising  # a list to choose, and some PD rose
     assert set(listed["user_key"]) == riskiest | rising
     assert set(listed.loc[listed["riskiest"], "user_key"]) == riskiest
@@ -377,6 +382,17 @@ def test_the_dag_writes_the_early_warning_list_of_open_loans(world, nightly_list
     assert all(len(reasons) for reasons in listed.loc[listed["riskiest"], "raised_by"][:10])
 
 
+def _last_applications(settings: Settings) -> dict[str, date]:
+    loans = ds.dataset(settings.bronze_dir / "loans", partitioning="hive").to_table(
+        filter=pc.field("event_type") == "application", columns=["user_key", "event_ts"]).to_pylist()
+    last: dict[str, date] = {}
+    for row in loans:
+        day = row["event_ts"].date()
+        if day <= LAST:
+            last[row["user_key"]] = max(last.get(row["user_key"], day), day)
+    return last
+
+
 def test_the_dag_writes_the_pre_approval_list_of_likely_applicants_within_the_price_cap(world, nightly_lists):
     listed = pq.read_table(list_path(PRE_APPROVAL, LAST, world)).to_pandas()
     users = sorted(set().union(*(_keys(fam.name, LAST, world) for fam in families())))
@@ -385,12 +401,17 @@ def test_the_dag_writes_the_pre_approval_list_of_likely_applicants_within_the_pr
     propensity = _expected_scores(_served_booster("financial_demand", world), features)
     costs = world.pricing_cost_of_funds + world.pricing_operating_cost + world.pricing_margin
     step = world.pricing_band_step
-    price = np.ceil(np.round((costs + pd_ * world.pricing_lgd * 2) / step, 9)) * step  # a year, in its band
-    within_cap = price <= world.pricing_rate_cap
-    order = [i for i in np.argsort(-propensity, kind="stable") if within_cap[i]]
+    price = np.round(np.ceil(np.round((costs + pd_ * world.pricing_lgd * 2) / step, 9)) * step, 6)  # a year
+    rows = features.to_dict("records")
+    lines = [credit_line(row, p, rate, world) if rate <= world.pricing_rate_cap else 0
+             for row, p, rate in zip(rows, pd_, price, strict=True)]
+    order = [i for i in np.argsort(-propensity, kind="stable")
+             if lines[i] > 0 and not np.isnan(propensity[i])]
     expected = order[: round(world.pre_approval_share * len(users))]
     assert 0 < len(expected) < len(order)  # a real choice: some eligible users are left out
+    assert sum(line == 0 for line in lines) > 0  # and some are not eligible
     assert list(listed["user_key"]) == [users[i] for i in expected]
     assert listed["pd"].to_numpy() == pytest.approx(pd_[expected], rel=1e-9)
     assert listed["propensity"].to_numpy() == pytest.approx(propensity[expected], rel=1e-9)
-    assert (listed["annual_rate"] <= world.pricing_rate_cap).all()
+    assert listed["annual_rate"].to_numpy() == pytest.approx(price[expected])
+    assert listed["credit_line"].to_numpy() == pytest.approx([lines[i] for i in expected])
