@@ -28,11 +28,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_serve import _free_port  # noqa: E402
+from bench_serve import _free_port, _wait_until_up, stop  # noqa: E402
 
 SERVICE = "credit_risk_v1"
 MILLET = str(Path(sys.executable).with_name("millet"))
-START_TIMEOUT_S = 120
 
 
 def main() -> None:
@@ -89,12 +88,7 @@ def _score(root: Path, requests: int) -> dict:
             _wait_until_up(port, server, log)
             timings = _alternating(port, keys, requests)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=30)
+            stop(server)
     return {"users_in_snapshot": len(keys), "requests": requests,
             **{f"{name}_{q}_ms": _quantile(times, q)
                for name, times in timings.items() for q in ("p50", "p99")}}
@@ -126,24 +120,6 @@ def _quantile(times: list[float], q: str) -> float:
     ordered = sorted(times)
     at = {"p50": 0.5, "p99": 0.99}[q]
     return round(ordered[min(int(len(ordered) * at), len(ordered) - 1)] * 1000, 2)
-
-
-def _wait_until_up(port: int, server: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            log.seek(0)
-            sys.exit(f"millet serve exited: {log.read()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"millet serve did not answer within {START_TIMEOUT_S} s")
-
 
 if __name__ == "__main__":
     main()

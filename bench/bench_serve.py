@@ -83,8 +83,7 @@ def _measure(kind: str, work: Path, online: dict, engine: dict, keys: list[str],
         latencies = _sequential(port, keys, args.requests)
         rps = _concurrent(port, keys, args.clients, args.seconds)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     latencies.sort()
     return {"p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2), "rps": round(rps)}
@@ -140,20 +139,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until_up(port: int, server: subprocess.Popen) -> None:
+def _wait_until_up(port: int, server: subprocess.Popen, log=None) -> None:
+    """Until the server's /health answers 200; `log`: the file its stderr goes to, when not a pipe."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(server.stderr.read().decode()[-2000:])
+            if log is not None:
+                log.seek(0)
+            said = log.read() if log is not None else server.stderr.read().decode()
+            raise RuntimeError(f"the server exited: {said[-2000:]}")
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/health")
             if conn.getresponse().status == 200:
                 return
         except OSError:
-            time.sleep(0.3)
-    raise RuntimeError("the server did not come up")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not come up within 120 s")
 
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
 
 if __name__ == "__main__":
     main()
