@@ -2,7 +2,8 @@
 ### millet_nightly
 
 Every night, for the logical date `ds`: ingest the consent feed, then each landing channel's drop
-into bronze (behaviour of users who declined is excluded), check each feed's day, build the
+into bronze (behaviour of users who declined is excluded), delete landing drops and quarantine past
+their retention, check each feed's day, build the
 feature snapshot with dbt, check it with Great Expectations, reconcile the lender's repayments with the
 bank's, and publish it through Feast; then the served models score the published day: the early-warning list
 of borrowers with an open loan and the pre-approval list (skipped until `millet train` serves the models).
@@ -65,6 +66,12 @@ def millet_nightly():
         return ingest_channel_day(channel, ds)
 
     @task
+    def purge_expired(manifests: list[dict], ds: str | None = None) -> dict:
+        from millet.ingest.retention import purge_expired as purge
+
+        return purge(ds)
+
+    @task
     def check_feeds(manifests: list[dict], ds: str | None = None) -> dict:
         from millet.quality.feeds import check_feeds as check
 
@@ -115,6 +122,7 @@ def millet_nightly():
     manifests = ingest_channel.expand(channel=list_channels())
     ingest_consent() >> manifests  # consent decides which behaviour events may be kept
     snapshots = build_features(check_feeds(manifests))  # a missing or broken feed builds nothing
+    purge_expired(manifests)  # landing and quarantine past their retention, once the day is in bronze
     checks = [check_features(snapshots), reconcile_repayments(snapshots)]
     published = publish_features(checks)
     track_borrowers(published), list_pre_approvals(published)  # from the published day only

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         "quarantined as stale_timestamp (a clock reset to 1900, a replayed archive)."
     )
 
+    landing_retention_days: int = Field(
+        30, ge=0, description="Landing drops (raw identifiers as delivered) older than this many days "
+        "before the night's date are deleted by that night's run; long enough to re-run a recent night. "
+        "0 keeps every drop.")
+    quarantine_retention_days: int = Field(
+        30, ge=0, description="Quarantined lines (identifiers masked, unparseable lines sealed) older than "
+        "this many days before the night's date are deleted by that night's run; 0 keeps them all.")
     snapshot_retention_days: int = Field(
         730, description="Feature snapshots older than this many days before the latest successful build "
         "(on or before the as-of date) are deleted after a build, so a mistyped date deletes no history "

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import re
 from pathlib import Path
 
 
@@ -33,6 +34,39 @@ def parsed_rows(lines: list[str]) -> tuple[list[dict], int]:
 
 def hmac_key(account_id: str, secret: bytes) -> str:
     return hmac.new(secret, account_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def as_quarantined(line: str, secret: bytes) -> dict | str:
+    """What quarantine must show of a refused `line` (an order): the record with its account id replaced
+    by the user_key and its device id and phone by their shape (digits 9, letters x); a line that is not
+    a JSON object, whole (sealed, and shown once unsealed)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict):
+        return line
+    if record.get("account_id") is not None:
+        record["user_key"] = hmac_key(str(record["account_id"]), secret)
+    record.pop("account_id", None)
+    for name in ("device_id", "phone"):
+        if record.get(name) is not None:
+            record[name] = re.sub("[A-Za-z]", "x", re.sub("[0-9]", "9", str(record[name])))
+        else:
+            record.pop(name, None)
+    return record
+
+
+def shown_quarantine(settings, channel: str, day: str) -> list[dict]:
+    """The quarantine partition's rows, each with `shown`: its masked record, or its unsealed line."""
+    import pyarrow.parquet as pq
+
+    from millet.ingest.quarantine import Sealer, unsealed_lines
+
+    table = pq.read_table(settings.quarantine_dir / channel / f"dt={day}")
+    opened = unsealed_lines(table, Sealer(settings.pseudonym_secret), channel, day)
+    return [row | {"shown": json.loads(row["masked_line"]) if row["masked_line"] is not None else line}
+            for row, line in zip(table.to_pylist(), opened, strict=True)]
 
 
 def decoded_strings(root: Path) -> set[str]:

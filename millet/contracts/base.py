@@ -11,6 +11,7 @@ import pyarrow as pa
 
 Role = Literal["event_id", "event_time", "account", "identifier", "attribute"]
 IDENTIFIER_ROLES = ("event_id", "account", "identifier")  # each states a format and a maximum length
+PERSONAL_ROLES = ("account", "identifier")  # identify a person: never stored past ingestion
 
 # Longer than any real value of a free-text or code field: a megabyte "name" is a fault, not data.
 DEFAULT_MAX_LENGTH = 256
@@ -101,7 +102,7 @@ class Contract:
     @cached_property
     def raw_identifiers(self) -> list[str]:
         """Fields that must never leave ingestion: the account id and every other identifier."""
-        return [f.name for f in self.schema if self.rules[f.name].role in ("account", "identifier")]
+        return [f.name for f in self.schema if self.rules[f.name].role in PERSONAL_ROLES]
 
 
 def bronze_schema(contract: Contract) -> pa.Schema:

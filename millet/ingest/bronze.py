@@ -11,7 +11,6 @@ and filtered for consent, and bronze and quarantine are streamed to their partit
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,15 +24,12 @@ from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
 from millet.ingest.landing import LINES_SCHEMA, UnreadableFile, drop_files, read_lines
 from millet.ingest.partition import PART_FILE, partition_dir, write_partition
+from millet.ingest import quarantine
 from millet.ingest.pseudonymise import hmac_parameters, user_key_sql
 from millet.ingest.validate import checked_lines_sql
 from millet.settings import Settings, get_settings
 from millet.sqltext import literal
 
-QUARANTINE_SCHEMA = pa.schema(
-    [("source_file", pa.string()), ("line_no", pa.int64()), ("reason", pa.string()),
-     ("detail", pa.string()), ("raw_line", pa.string())]
-)
 _BATCH_ROWS = 1_000_000  # rows per batch streamed to Parquet, and so per row group
 
 
@@ -104,7 +100,8 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
             lines = read_lines(path)
         except UnreadableFile as exc:
             manifest.files_quarantined[path.name] = exc.reason
-            _quarantine_file(path, settings.quarantine_dir / contract.channel / "files" / f"dt={day}")
+            quarantine.quarantine_file(path, settings.quarantine_dir / contract.channel / "files" / f"dt={day}",
+                                       quarantine.Sealer(settings.pseudonym_secret), contract.channel, day)
             continue
         con.register("lines", lines)
         con.execute(f"insert into checked {sql}")
@@ -191,16 +188,24 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
                      "order by event_id")
     write_partition(bronze.to_arrow_reader(_BATCH_ROWS), settings.bronze_dir / manifest.channel,
                     manifest.dt, schema)
-    rejected = con.sql(f"select {', '.join(QUARANTINE_SCHEMA.names)} from checked "
-                       "where reason is not null order by source_file, line_no")
-    write_partition(rejected.to_arrow_reader(_BATCH_ROWS), settings.quarantine_dir / manifest.channel,
-                    manifest.dt, QUARANTINE_SCHEMA)
+    _write_quarantine(con, settings, manifest, contract)
     out = settings.manifests_dir / "ingest" / manifest.channel / f"dt={manifest.dt}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
 
 
-def _quarantine_file(path: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, folder / path.name)
-
+def _write_quarantine(con, settings: Settings, manifest: Manifest, contract: Contract) -> None:
+    """Refused lines with their identifiers masked, or sealed when they have no fields to mask."""
+    masked = quarantine.masked_line_sql(contract, "raw_line")
+    con.execute(f"""
+        create table rejected as
+        select source_file, line_no, reason, detail, masked_line,
+            case when masked_line is null then raw_line end as sealed_line
+        from (select *, {masked} as masked_line from checked where reason is not null)
+        order by source_file, line_no
+    """, hmac_parameters(settings.pseudonym_secret))
+    rejected = con.sql("select * from rejected order by source_file, line_no").to_arrow_reader(_BATCH_ROWS)
+    sealer = quarantine.Sealer(settings.pseudonym_secret)
+    sealed = (quarantine.seal_batch(batch, sealer, manifest.channel, manifest.dt) for batch in rejected)
+    write_partition(pa.RecordBatchReader.from_batches(quarantine.SCHEMA, sealed),
+                    settings.quarantine_dir / manifest.channel, manifest.dt, quarantine.SCHEMA)

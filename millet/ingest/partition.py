@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,3 +40,14 @@ def write_partition(
         os.fsync(handle.fileno())
     os.replace(tmp, target)
     return target
+
+
+def remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
+    """Delete every `dt=` partition dated before `oldest` in each of `folders`; returns what went."""
+    removed = []
+    for root in folders:
+        for folder in sorted(root.glob("dt=*")):
+            if date.fromisoformat(folder.name.removeprefix("dt=")) < oldest:
+                shutil.rmtree(folder)
+                removed.append(folder)
+    return removed

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from millet.contracts.base import IDENTIFIER_ROLES, Contract, FieldRule
+from millet.contracts.base import IDENTIFIER_ROLES, PERSONAL_ROLES, Contract, FieldRule
+from millet.ingest.quarantine import mask_sql
 from millet.sqltext import ident, literal
 
 REASONS = ("bad_encoding", "malformed_json", "not_an_object", "missing_field", "bad_type", "too_long",
@@ -107,6 +108,8 @@ def check_lines(lines: list[str], contract: Contract, closes_at: datetime,
 def _field_checks(f: pa.Field, rule: FieldRule, closes_at: datetime, max_lateness: timedelta) -> list[_Check]:
     kind, value = ident("t:" + f.name), ident("v:" + f.name)
     raw = f"r.{ident(f.name)}::varchar"
+    if rule.role in PERSONAL_ROLES:  # a refusal says what is wrong with a person's id, never the id
+        raw = mask_sql(raw)
     checks = []
     if not f.nullable:
         checks.append(_Check(f"{kind} = 'NULL'", "missing_field", literal(f.name)))

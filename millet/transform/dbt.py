@@ -21,7 +21,7 @@ from pathlib import Path
 
 from millet.alerts import Alert, raise_alerts
 from millet.feature_spec import families
-from millet.ingest.partition import PART_FILE, partition_dir
+from millet.ingest.partition import PART_FILE, partition_dir, remove_partitions_before
 from millet.settings import Settings, get_settings
 
 
@@ -226,24 +226,14 @@ def prune_snapshots(day: str | date, settings: Settings) -> list[Path]:
     if settings.snapshot_retention_days <= 0 or latest is None:
         return []
     oldest = latest - timedelta(days=settings.snapshot_retention_days)
-    return _remove_partitions_before(oldest, [settings.snapshots_dir / fam.name for fam in families()])
+    return remove_partitions_before(oldest, [settings.snapshots_dir / fam.name for fam in families()])
 
 
 def prune_state(day: date, settings: Settings) -> list[Path]:
     """Delete each state model's files dated more than `state_retention_days` before `day`: only
     yesterday's is read; the rest lets a recent night be re-run without a re-base."""
     oldest = day - timedelta(days=settings.state_retention_days)
-    return _remove_partitions_before(oldest, [settings.state_dir / m for m in state_models(settings)])
-
-
-def _remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
-    removed = []
-    for root in folders:
-        for folder in root.glob("dt=*"):
-            if date.fromisoformat(folder.name.removeprefix("dt=")) < oldest:
-                shutil.rmtree(folder)
-                removed.append(folder)
-    return removed
+    return remove_partitions_before(oldest, [settings.state_dir / m for m in state_models(settings)])
 
 
 def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None) -> list[str]:

@@ -13,6 +13,7 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
         ("list_channels", "ingest_channel"),
         ("ingest_consent", "ingest_channel"),
         ("ingest_channel", "check_feeds"),
+        ("ingest_channel", "purge_expired"),  # a drop is deleted only once its day is in bronze
         ("check_feeds", "build_features"),
         ("build_features", "check_features"),
         ("build_features", "reconcile_repayments"),

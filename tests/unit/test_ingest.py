@@ -6,10 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from millet.ingest import ingest_channel_day
+from millet.ingest.quarantine import Sealer, unseal_file
 from millet.settings import Settings
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
-from tests.helpers import DAY, GOOD, decoded_strings, hmac_key, land_consent, order_line
+from tests.helpers import (DAY, GOOD, as_quarantined, decoded_strings, hmac_key, land_consent, order_line,
+                           shown_quarantine)
 
 # One line per fault, with the reason ingestion must give it.
 FAULTS = {
@@ -44,8 +46,9 @@ def test_every_fault_is_quarantined_with_its_reason_and_counts_add_up(settings):
     assert manifest["lines_in"] == len(good) + 1 + len(FAULTS)
     assert (manifest["rows_out"], manifest["duplicates"], manifest["quarantined"]) == (2, 1, len(FAULTS))
     assert manifest["balanced"]
-    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
-    assert {q["raw_line"]: q["reason"] for q in quarantine} == FAULTS
+    quarantine = shown_quarantine(settings, "commerce", DAY)
+    assert [(q["shown"], q["reason"]) for q in quarantine] == [
+        (as_quarantined(line, TEST_KEY), reason) for line, reason in FAULTS.items()]
     assert all(q["source_file"] == "part-0000.jsonl.gz" for q in quarantine)
     assert manifest["unknown_fields"] == ["extra_field"]
     saved = json.loads((settings.manifests_dir / "ingest" / "commerce" / f"dt={DAY}.json").read_text())
@@ -62,6 +65,24 @@ def test_bronze_holds_user_key_and_no_raw_identifier(settings):
     )
     raw_values = {GOOD["account_id"], "A000000043", GOOD["device_id"], GOOD["phone"]}
     assert not raw_values & decoded_strings(settings.bronze_dir)
+
+
+def test_quarantine_holds_no_raw_identifier(settings):
+    """Mutations that fail it: quarantine keeping the refused line whole, a refusal's detail quoting the
+    identifier it refuses, or a line that is not JSON stored unsealed."""
+    lines = [order_line(event_id="q1", device_id="86-123456789012"),  # bad_identifier
+             order_line(event_id="q2", phone=8613800000000),  # bad_type
+             order_line(event_id="q3", account_id="A12"),  # bad_identifier
+             order_line(event_id="q4")[:70]]  # cut short: not JSON
+    _land(settings, lines)
+    manifest = ingest_channel_day("commerce", DAY, settings)
+    assert manifest["reasons"] == {"bad_identifier": 2, "bad_type": 1, "malformed_json": 1}
+
+    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
+    stored = [str(value) for row in quarantine for value in row.values() if value is not None]
+    raw = [GOOD["account_id"], "A12", GOOD["device_id"], "86-123456789012", GOOD["phone"][1:], "8613800000000"]
+    assert not [(r, s) for r in raw for s in stored if r in s]
+    assert all(row["detail"] for row in quarantine)  # still says what is wrong
 
 
 def test_rerunning_a_day_rewrites_identical_bytes(settings):
@@ -92,8 +113,10 @@ def test_an_unreadable_file_is_quarantined_whole_and_the_others_still_load(setti
 
     assert manifest["files_quarantined"] == {"part-0001.jsonl.gz": "truncated_or_corrupt_gzip"}
     assert manifest["rows_out"] == 1 and manifest["balanced"]
-    kept = settings.quarantine_dir / "commerce" / "files" / f"dt={DAY}" / "part-0001.jsonl.gz"
-    assert kept.read_bytes() == broken.read_bytes()
+    kept = settings.quarantine_dir / "commerce" / "files" / f"dt={DAY}" / "part-0001.jsonl.gz.sealed"
+    assert GOOD["phone"].encode() not in kept.read_bytes()  # (gzip cut short, its start is still plain)
+    sealer = Sealer(settings.pseudonym_secret)
+    assert unseal_file(kept, sealer, "commerce", DAY) == broken.read_bytes()
 
 
 def test_bad_lines_are_quarantined_alone_and_every_other_line_of_their_file_loads(settings):
@@ -117,10 +140,10 @@ def test_bad_lines_are_quarantined_alone_and_every_other_line_of_their_file_load
 
     manifest = ingest_channel_day("commerce", DAY, settings)
 
-    expected = [(number, bad[line], line.decode("utf-8", errors="replace"))
+    expected = [(number, bad[line], as_quarantined(line.decode("utf-8", errors="replace"), TEST_KEY))
                 for number, line in enumerate(lines, start=1) if line in bad]
-    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
-    assert [(q["line_no"], q["reason"], q["raw_line"]) for q in quarantine] == expected
+    quarantine = shown_quarantine(settings, "commerce", DAY)
+    assert [(q["line_no"], q["reason"], q["shown"]) for q in quarantine] == expected
     assert {q["source_file"] for q in quarantine} == {"part-0000.jsonl.gz"}
     assert all(q["detail"] for q in quarantine)
     bronze = pq.read_table(settings.bronze_dir / "commerce" / f"dt={DAY}").column("event_id").to_pylist()
@@ -232,8 +255,9 @@ def test_a_blank_line_is_no_record_and_line_numbers_are_the_files_own(settings):
     path.write_bytes(gzip.compress(f"{order_line()}\n\n  \t \n\r\n{{broken\n5".encode()))
     manifest = ingest_channel_day("commerce", DAY, settings)
     assert (manifest["lines_in"], manifest["rows_out"], manifest["quarantined"]) == (3, 1, 2)
-    quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
-    assert [(q["line_no"], q["raw_line"]) for q in quarantine] == [(5, "{broken"), (6, "5")]
+    quarantine = shown_quarantine(settings, "commerce", DAY)
+    assert [(q["line_no"], q["shown"]) for q in quarantine] == [(5, "{broken"), (6, "5")]
+    assert [q["masked_line"] for q in quarantine] == [None, None]  # sealed: no fields to mask
 
 
 @pytest.mark.parametrize("secret", [b"k", b"x" * 64, b"y" * 65, bytes(range(200))])

@@ -1,0 +1,31 @@
+"""How long raw drops and quarantined lines are kept: the zones that hold (or held) raw identifiers.
+
+Landing holds every raw identifier as it arrived; it is kept only long enough to re-run a recent night
+(`MILLET_LANDING_RETENTION_DAYS`). Quarantine holds refused lines, masked or sealed (quarantine.py),
+long enough for the on-call engineer to look at a bad night (`MILLET_QUARANTINE_RETENTION_DAYS`). Both
+are counted back from the night's own date, which is never in the future (the run refuses such dates).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from millet.contracts import contracts
+from millet.ingest.partition import remove_partitions_before
+from millet.settings import Settings, get_settings
+
+
+def purge_expired(day: str | date, settings: Settings | None = None) -> dict[str, int]:
+    """Delete landing and quarantine partitions older than their retention before `day`; 0 keeps all."""
+    settings = settings or get_settings()
+    day = date.fromisoformat(str(day))
+    removed = {"landing": [], "quarantine": []}
+    if settings.landing_retention_days > 0:
+        oldest = day - timedelta(days=settings.landing_retention_days)
+        removed["landing"] = remove_partitions_before(
+            oldest, [settings.landing_dir / channel for channel in contracts()])
+    if settings.quarantine_retention_days > 0:
+        oldest = day - timedelta(days=settings.quarantine_retention_days)
+        folders = [settings.quarantine_dir / channel / sub for channel in contracts() for sub in ("", "files")]
+        removed["quarantine"] = remove_partitions_before(oldest, folders)
+    return {zone: len(paths) for zone, paths in removed.items()}
