@@ -57,7 +57,7 @@ def main() -> None:
 def _settings(root: Path):
     from millet.settings import Settings
 
-    return Settings(data_root=root)
+    return Settings(data_root=root, serve_auth="none")  # the unloaded latency; bench_load measures auth
 
 
 def _train(root: Path) -> dict:

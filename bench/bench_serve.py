@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_serve.py --users 20000 --seconds 10
 
 Publishes a synthetic snapshot (every feature of the spec, --users users) into a packed SQLite online
-store, then, one server at a time on a loopback port: Millet's server (millet.serving.server) and
+store, then, one server at a time on a loopback port: Millet's server (millet.serving.api.server) and
 Feast's own feature server app (`feast serve`'s `get_app`) over the same FeatureStore. For each:
 sequential latency of 1 user × credit_risk_v1 (p50, p99 over --requests calls), then requests per
 second under 32 concurrent keep-alive clients for --seconds. The load generators stop by themselves.
@@ -40,9 +40,9 @@ from pathlib import Path
 online, engine = {online!r}, {engine!r}
 store = store_over(Path({snapshots!r}), Path({work!r}), online, engine, project="bench_serve")
 if {kind!r} == "millet":
-    from millet.serving.server import create_app
+    from millet.serving.api.server import create_app
     from millet.settings import Settings
-    app = create_app(store, Settings(data_root={work!r}))
+    app = create_app(store, Settings(data_root={work!r}, serve_auth="none"))
 else:
     from feast.feature_server import get_app
     app = get_app(store)

@@ -229,10 +229,17 @@ def serve(
 ) -> None:
     """Serve online features over HTTP with Feast's REST API (POST /get-online-features, GET /health)."""
     from millet.serving import open_store
-    from millet.serving.server import serve as run_server
+    from millet.serving.api.auth import check_exposure
+    from millet.serving.api.server import serve as run_server
 
-    typer.echo(f"serving online features on http://{host}:{port} (Feast REST API)", err=True)
     settings = get_settings()
+    try:
+        check_exposure(settings, host)
+    except ValueError as exc:
+        _fail(str(exc))
+    auth = "OIDC bearer tokens" if settings.serve_auth == "oidc" else "no authentication (loopback only)"
+    typer.echo(f"serving online features on http://{host}:{port} (Feast REST API; {auth}; audit log "
+               f"{settings.audit_log_path})", err=True)
     run_server(open_store(settings), settings, host=host, port=port)
 
 
@@ -247,7 +254,7 @@ def score(
     """The credit decision for a user from the online store, as `POST /score` gives it; prints JSON."""
     from millet.scoring.decisions import NoModel
     from millet.serving import open_store
-    from millet.serving.server import OnlineReader, Scorer
+    from millet.serving.api.server import OnlineReader, Scorer
 
     settings = get_settings()
     try:

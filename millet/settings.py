@@ -43,6 +43,20 @@ class Settings(BaseSettings):
     redis_url: str = "127.0.0.1:6379,db=0"
     project: str = Field("millet", description="Feast project name; also the Redis key namespace.")
 
+    # ---- the feature server's security (millet/serving/api/auth.py) ----
+    serve_auth: Literal["oidc", "none"] = Field(
+        "oidc", description="`millet serve` answers only requests with a bearer token from this OIDC "
+        "provider, each reading only what its roles are granted (features/permissions.py). `none`: no "
+        "token asked, every read allowed; refused on any interface but loopback.")
+    oidc_discovery_url: str | None = Field(
+        None, description="The provider's discovery document (…/.well-known/openid-configuration); its "
+        "`jwks_uri` holds the keys tokens are verified with.")
+    oidc_client_id: str = Field(
+        "millet", description="Roles are read from the token's `roles` claim and from "
+        "`resource_access.<this>.roles` (Keycloak's shape).")
+    oidc_audience: str | None = Field(None, description="When set, a token's `aud` must be this.")
+    oidc_issuer: str | None = Field(None, description="When set, a token's `iss` must be this.")
+
     demo_start: date = date(2026, 1, 1)
     demo_days: int = 2
     demo_users: int = Field(
@@ -239,6 +253,11 @@ class Settings(BaseSettings):
     def tracking_dir(self) -> Path:
         """The nightly lists: early warning (borrowers to watch) and pre-approval, one folder per day."""
         return self.root / "tracking"
+
+    @property
+    def audit_log_path(self) -> Path:
+        """One JSON line per online read of the feature server: who, what, how many keys, when."""
+        return self.root / "audit" / "online_reads.jsonl"
 
     @property
     def airflow_home(self) -> Path:

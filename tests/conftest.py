@@ -13,6 +13,8 @@ os.environ.update(
         "MILLET_PSEUDONYM_KEY": "test-only-pseudonym-key",
         "MILLET_TASK_RETRIES": "0",
         "MILLET_ONLINE_STORE": "sqlite",
+        # `millet serve` without tokens, on loopback; tests/e2e/test_serving_auth.py turns OIDC on.
+        "MILLET_SERVE_AUTH": "none",
     }
 )
 

@@ -15,16 +15,15 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
+from millet.ingest import quarantine
 from millet.ingest.landing import LINES_SCHEMA, UnreadableFile, drop_files, read_lines
 from millet.ingest.partition import PART_FILE, partition_dir, write_partition
-from millet.ingest import quarantine
 from millet.ingest.pseudonymise import hmac_parameters, user_key_sql
 from millet.ingest.validate import checked_lines_sql
 from millet.settings import Settings, get_settings
@@ -100,8 +99,9 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
             lines = read_lines(path)
         except UnreadableFile as exc:
             manifest.files_quarantined[path.name] = exc.reason
-            quarantine.quarantine_file(path, settings.quarantine_dir / contract.channel / "files" / f"dt={day}",
-                                       quarantine.Sealer(settings.pseudonym_secret), contract.channel, day)
+            folder = settings.quarantine_dir / contract.channel / "files" / f"dt={day}"
+            quarantine.quarantine_file(path, folder, quarantine.Sealer(settings.pseudonym_secret),
+                                       contract.channel, day)
             continue
         con.register("lines", lines)
         con.execute(f"insert into checked {sql}")

@@ -26,6 +26,7 @@ def purge_expired(day: str | date, settings: Settings | None = None) -> dict[str
             oldest, [settings.landing_dir / channel for channel in contracts()])
     if settings.quarantine_retention_days > 0:
         oldest = day - timedelta(days=settings.quarantine_retention_days)
-        folders = [settings.quarantine_dir / channel / sub for channel in contracts() for sub in ("", "files")]
+        folders = [settings.quarantine_dir / channel / sub
+                   for channel in contracts() for sub in ("", "files")]
         removed["quarantine"] = remove_partitions_before(oldest, folders)
     return {zone: len(paths) for zone, paths in removed.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -94,22 +95,31 @@ class ServiceSpec:
     description: str
     decisions: str
     wants: Callable[[Feature], bool]
+    readers: tuple[str, ...]  # the roles (of the lender's identity provider) that may read it online
 
+
+# Roles, as the lender's identity provider issues them (millet/serving/access.py turns them into Feast
+# permissions): credit decisions read what their models need, marketing only what says who wants credit,
+# model teams everything (also feature by feature), operators apply and load the store.
+CREDIT_DECISIONS, MARKETING, MODEL_TEAMS, OPERATORS = ("credit-decisions", "marketing", "model-teams",
+                                                       "millet-operators")
 
 # One service per decision model, versioned: a model pins the version it was trained on.
 SERVICES = (
     ServiceSpec(
         "credit_risk_v1", "Pre-loan access and pricing: the headline behaviour of every family (no "
         "per-category breakdowns) and the whole credit history.", "access,pricing",
-        lambda f: f.family == "credit" or f.breakdown is None),
+        lambda f: f.family == "credit" or f.breakdown is None, readers=(CREDIT_DECISIONS, MODEL_TEAMS)),
     ServiceSpec(
         "repayment_ability_v1", "Credit line and in-loan tracking: the loan book now and after, and "
         "wallet cash flow by merchant category.", "credit_line,tracking",
-        lambda f: f.family == "payments" or (f.family == "credit" and f.stage != "pre_loan")),
+        lambda f: f.family == "payments" or (f.family == "credit" and f.stage != "pre_loan"),
+        readers=(CREDIT_DECISIONS, MODEL_TEAMS)),
     ServiceSpec(
         "financial_demand_v1", "Which users to pre-approve or make an offer: shopping, instalment use, "
         "apps installed and loan applications.", "pre_approval,offers",
-        lambda f: f.family in ("commerce", "appstore") or (f.family == "credit" and f.stage == "pre_loan")),
+        lambda f: f.family in ("commerce", "appstore") or (f.family == "credit" and f.stage == "pre_loan"),
+        readers=(CREDIT_DECISIONS, MARKETING, MODEL_TEAMS)),
 )
 
 
@@ -139,9 +149,35 @@ def _feature_service(spec: ServiceSpec, views: tuple[FeatureView, ...]) -> Featu
         features=projections,
         description=spec.description,
         owner=OWNER,
-        tags={"decisions": spec.decisions,
+        tags={"decisions": spec.decisions, "readers": ",".join(spec.readers),
               "stages": ",".join(sorted({f.stage for f in all_features() if f.name in wanted}))},
     )
+
+
+@cache
+def permissions() -> tuple:
+    """Who may do what, as Feast permissions: each role reads online the services that name it as a
+    reader; model teams also read feature views (a list of features) online and offline; every role may
+    describe the repository's objects; operators may do everything. Anything else is refused."""
+    from feast.feast_object import ALL_RESOURCE_TYPES
+    from feast.feature_view import FeatureView as View
+    from feast.permissions.action import ALL_ACTIONS, AuthzedAction
+    from feast.permissions.permission import Permission
+    from feast.permissions.policy import RoleBasedPolicy
+
+    roles = sorted({role for spec in SERVICES for role in spec.readers})
+    readers = [Permission(name=f"{role}-read-online", types=[FeatureService],
+                          name_patterns=[re.escape(s.name) for s in SERVICES if role in s.readers],
+                          actions=[AuthzedAction.READ_ONLINE], policy=RoleBasedPolicy(roles=[role]))
+               for role in roles]
+    return (*readers,
+            Permission(name=f"{MODEL_TEAMS}-read-views", types=[View],
+                       actions=[AuthzedAction.READ_ONLINE, AuthzedAction.READ_OFFLINE],
+                       policy=RoleBasedPolicy(roles=[MODEL_TEAMS])),
+            Permission(name="everyone-describe", types=ALL_RESOURCE_TYPES, actions=[AuthzedAction.DESCRIBE],
+                       policy=RoleBasedPolicy(roles=[*roles, OPERATORS])),
+            Permission(name=f"{OPERATORS}-all", types=ALL_RESOURCE_TYPES, actions=ALL_ACTIONS,
+                       policy=RoleBasedPolicy(roles=[OPERATORS])))
 
 
 def feast_objects(snapshots_dir: Path, keep: Callable[[Feature], bool] | None = None) -> list:
@@ -153,4 +189,4 @@ def feast_objects(snapshots_dir: Path, keep: Callable[[Feature], bool] | None = 
     sources = tuple(_snapshot_source(fam, snapshots_dir) for fam in kept)
     views = tuple(_feature_view(fam, src) for fam, src in zip(kept, sources, strict=True))
     services = [svc for svc in services_over(views) if svc.feature_view_projections]
-    return [user_entity(), *sources, *views, *services]
+    return [user_entity(), *sources, *views, *services, *permissions()]

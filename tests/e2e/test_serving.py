@@ -299,6 +299,8 @@ def test_the_server_answers_in_feasts_own_response_shape(server, nightly):
     (json.dumps({"entities": {"user_key": ["a"]}, "features": ["credit:nope"]}).encode(), 404, "credit:nope"),
     (json.dumps({"entities": {"user_key": ["a"] * 1001}, "feature_service": "credit_risk_v1"}).encode(), 400,
      "at most"),
+    # Past the byte cap (mutation: reading the whole body first): refused as too large, not parsed.
+    (json.dumps({"entities": {"user_key": ["k" * 100] * 11_000}}).encode(), 413, "at most 1,048,576 bytes"),
 ])
 def test_malformed_requests_get_a_4xx_with_a_message(server, body, status, says):
     answer = requests.post(f"{server}/get-online-features", data=body, timeout=10)

@@ -44,8 +44,8 @@ from millet.scoring.demand import (
 from millet.scoring.repayment import affordable_instalment, check_repayment_ability, credit_line
 from millet.scoring.tracking import EARLY_WARNING, PRE_APPROVAL, list_path
 from millet.serving import open_store
+from millet.serving.api.server import OnlineReader, Scorer
 from millet.serving.definitions import service_features
-from millet.serving.server import OnlineReader, Scorer
 from millet.serving.store import snapshot_timestamp
 from millet.serving.training import training_table
 from millet.settings import Settings

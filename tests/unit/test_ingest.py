@@ -10,8 +10,16 @@ from millet.ingest.quarantine import Sealer, unseal_file
 from millet.settings import Settings
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
-from tests.helpers import (DAY, GOOD, as_quarantined, decoded_strings, hmac_key, land_consent, order_line,
-                           shown_quarantine)
+from tests.helpers import (
+    DAY,
+    GOOD,
+    as_quarantined,
+    decoded_strings,
+    hmac_key,
+    land_consent,
+    order_line,
+    shown_quarantine,
+)
 
 # One line per fault, with the reason ingestion must give it.
 FAULTS = {
@@ -80,7 +88,8 @@ def test_quarantine_holds_no_raw_identifier(settings):
 
     quarantine = pq.read_table(settings.quarantine_dir / "commerce" / f"dt={DAY}").to_pylist()
     stored = [str(value) for row in quarantine for value in row.values() if value is not None]
-    raw = [GOOD["account_id"], "A12", GOOD["device_id"], "86-123456789012", GOOD["phone"][1:], "8613800000000"]
+    raw = [GOOD["account_id"], "A12", GOOD["device_id"], "86-123456789012", GOOD["phone"][1:],
+           "8613800000000"]
     assert not [(r, s) for r in raw for s in stored if r in s]
     assert all(row["detail"] for row in quarantine)  # still says what is wrong
 

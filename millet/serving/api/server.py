@@ -6,7 +6,9 @@ shape, so Feast's own remote online store client (`online_store: type: remote`) 
 `POST /score` takes {"user_key": ...} and answers with the credit decision (millet/scoring/decisions.py)
 from the same online read, with the model's and the feature service's versions.
 `GET /health` reads the registry and the online store on every request: 200 when both answer, 503 with
-the reason when either fails or the store does not answer within `HEALTH_TIMEOUT_S`.
+the reason when either fails or the store does not answer within `HEALTH_TIMEOUT_S`; it needs no token.
+Reads and decisions need a bearer token whose roles may read what is asked (auth.py), and each is
+written to the audit log (audit.py). Bodies are capped at `MAX_BODY_BYTES` and `MAX_ENTITIES` keys.
 
 It reads the packed records of Millet's online stores directly: a feature service's plan (which feature
 views, which positions in their rows) is worked out once from the registry, and a lookup is one read per
@@ -22,10 +24,13 @@ from datetime import datetime
 from functools import cached_property
 
 from millet.scoring.decisions import SERVICES, Decision, NoModel, ServedModel, decide, served_model
+from millet.serving.api.audit import AuditLog
+from millet.serving.api.auth import NOBODY, Guard, Refused, check_exposure
 from millet.serving.online_store import PackedOnlineStore, decode_record, string_entity_keys
 from millet.settings import Settings
 
 MAX_ENTITIES = 1_000
+MAX_BODY_BYTES = 1 << 20  # 1,000 keys of Feast's JSON take about 40 kB: a megabyte is not a request
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
 HEALTH_TIMEOUT_S = 2.0  # a store that hangs is as unavailable as one that refuses
 HEALTH_PROBE_KEY = "millet-health-probe"  # any id: the read must answer, found or not
@@ -44,6 +49,19 @@ class ViewPlan:
     names: tuple[str, ...]  # as they appear in the response
 
 
+@dataclass(frozen=True)
+class Plan:
+    steps: list[ViewPlan]
+    resources: list  # what is read, as Feast's permissions see it: the FeatureService, or the FeatureViews
+    target: str  # what is read, for people: "feature service 'x'" or "feature views 'a', 'b'"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    keys: list[str]
+    plan: Plan
+
+
 class OnlineReader:
     """Answers Feast online-feature requests from a FeatureStore whose online store is a packed one."""
 
@@ -54,7 +72,7 @@ class OnlineReader:
         self.store = store
         self.config = store.config
         self.online = store._get_provider().online_store
-        self._plans: dict[tuple, list[ViewPlan]] = {}
+        self._plans: dict[tuple, Plan] = {}
 
     @cached_property
     def join_key(self) -> str:
@@ -62,18 +80,24 @@ class OnlineReader:
         return entity.join_key
 
     # ---- request → plan -------------------------------------------------------------------------
-    def answer(self, body: bytes) -> dict:
+    def lookup(self, body: bytes) -> Lookup:
+        """What a Feast online-features request asks for; raises BadRequest when it is not one."""
         request = _parse(body)
         keys = self._entity_values(request.get("entities"))
         full = request.get("full_feature_names", False)
         if not isinstance(full, bool):
             raise BadRequest("'full_feature_names' must be true or false")
-        plan = self._plan(request.get("feature_service"), request.get("features"), full)
-        return self._response(keys, plan)
+        return Lookup(keys, self._plan(request.get("feature_service"), request.get("features"), full))
+
+    def answer(self, lookup: Lookup) -> dict:
+        return self._response(lookup.keys, lookup.plan.steps)
+
+    def service_plan(self, service: str) -> Plan:
+        return self._plan(service, None, False)
 
     def features_of(self, key: str, service: str) -> dict:
         """One entity's features of `service` by name (None where absent): what a decision reads."""
-        answer = self._response([key], self._plan(service, None, False))
+        answer = self._response([key], self.service_plan(service).steps)
         return {name: result["values"][0]
                 for name, result in zip(answer["metadata"]["feature_names"], answer["results"], strict=True)}
 
@@ -90,7 +114,7 @@ class OnlineReader:
             raise BadRequest(f"every {self.join_key} must be a string")
         return values
 
-    def _plan(self, service, features, full: bool) -> list[ViewPlan]:
+    def _plan(self, service, features, full: bool) -> Plan:
         if (service is None) == (features is None or features == []):
             raise BadRequest("give exactly one of 'feature_service' or a non-empty 'features' list")
         cache_key = (service, tuple(features) if isinstance(features, list) else features, full)
@@ -99,7 +123,7 @@ class OnlineReader:
                                       else self._features_plan(features, full))
         return self._plans[cache_key]
 
-    def _service_plan(self, service, full: bool) -> list[ViewPlan]:
+    def _service_plan(self, service, full: bool) -> Plan:
         from feast.errors import FeatureServiceNotFoundException
 
         if not isinstance(service, str):
@@ -109,10 +133,11 @@ class OnlineReader:
         except FeatureServiceNotFoundException:
             raise BadRequest(f"no feature service named {service!r}", status=404) from None
         wanted = {p.name: [f.name for f in p.features] for p in found.feature_view_projections}
-        return [self._view_plan(view, wanted[view.name], full)
-                for view in self._views() if view.name in wanted]
+        steps = [self._view_plan(view, wanted[view.name], full)
+                 for view in self._views() if view.name in wanted]
+        return Plan(steps, [found], f"feature service {service!r}")
 
-    def _features_plan(self, features, full: bool) -> list[ViewPlan]:
+    def _features_plan(self, features, full: bool) -> Plan:
         if not isinstance(features, list) or not all(isinstance(f, str) and ":" in f for f in features):
             raise BadRequest("'features' must be a list of 'feature_view:feature' strings")
         views = {view.name: view for view in self._views()}
@@ -123,7 +148,9 @@ class OnlineReader:
             if view is None or name not in {f.name for f in view.features}:
                 raise BadRequest(f"unknown feature {ref!r}", status=404)
             wanted.setdefault(view_name, []).append(name)
-        return [self._view_plan(views[name], names, full) for name, names in wanted.items()]
+        steps = [self._view_plan(views[name], names, full) for name, names in wanted.items()]
+        return Plan(steps, [step.view for step in steps],
+                    "feature views " + ", ".join(repr(name) for name in wanted))
 
     def _view_plan(self, view, names: list[str], full: bool) -> ViewPlan:
         shown = tuple(f"{view.name}__{n}" if full else n for n in names)
@@ -210,12 +237,23 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
 
     reader = OnlineReader(store)
     scorer = Scorer(reader, settings)
+    guard = Guard(store, settings)
+    audit = AuditLog(settings.audit_log_path)
 
     async def get_online_features(request: Request) -> Response:
+        caller, lookup, status = NOBODY, None, 200
         try:
-            answer = reader.answer(await request.body())
-        except BadRequest as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+            caller = await guard.identify(request.headers.get("authorization"))
+            lookup = reader.lookup(await _body(request))
+            guard.allow_read(caller, lookup.plan.resources, lookup.plan.target)
+            answer = reader.answer(lookup)
+        except (BadRequest, Refused) as exc:
+            status = exc.status
+            return _refusal(exc)
+        finally:
+            audit.record(who=caller.name, roles=caller.roles, action="read_online",
+                         target=lookup and lookup.plan.target, keys=lookup and len(lookup.keys),
+                         status=status)
         return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
     async def health(request: Request) -> Response:
@@ -230,20 +268,63 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
         return JSONResponse({"status": "ok"})
 
     async def score(request: Request) -> Response:
+        caller, keys, status = NOBODY, None, 200
         try:
-            decision = scorer.score(_user_key(_parse(await request.body())))
-        except BadRequest as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+            caller = await guard.identify(request.headers.get("authorization"))
+            user_key = _user_key(_parse(await _body(request)))
+            keys = 1
+            plans = [reader.service_plan(service) for service in SERVICES]
+            guard.allow_read(caller, [r for plan in plans for r in plan.resources], "the decision's features")
+            decision = scorer.score(user_key)
+        except (BadRequest, Refused) as exc:
+            status = exc.status
+            return _refusal(exc)
         except NoModel as exc:
+            status = 503
             return _unavailable(str(exc))
+        finally:
+            audit.record(who=caller.name, roles=caller.roles, action="score", target=", ".join(SERVICES),
+                         keys=keys, status=status)
         return JSONResponse(decision.to_dict())
 
     def _unavailable(reason: str) -> Response:
         return JSONResponse({"status": "unavailable", "detail": reason}, status_code=503)
 
+    def _refusal(exc: BadRequest | Refused) -> Response:
+        body = exc.body() if isinstance(exc, Refused) else json.dumps({"detail": str(exc)})
+        challenge = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return Response(body, status_code=exc.status, media_type="application/json", headers=challenge)
+
     return Starlette(routes=[Route("/get-online-features", get_online_features, methods=["POST"]),
                              Route("/score", score, methods=["POST"]),
-                             Route("/health", health, methods=["GET"])])
+                             Route("/health", health, methods=["GET"])],
+                     lifespan=_closing(audit))
+
+
+def _closing(audit: AuditLog):
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            audit.close()
+
+    return lifespan
+
+
+async def _body(request) -> bytes:
+    """The request's body, refused (413) past MAX_BODY_BYTES before more of it is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(f"the body must be at most {MAX_BODY_BYTES:,} bytes", status=413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest(f"the body must be at most {MAX_BODY_BYTES:,} bytes", status=413)
+    return bytes(body)
 
 
 class Scorer:
@@ -278,4 +359,5 @@ def _user_key(request: dict) -> str:
 def serve(store, settings: Settings, host: str = "127.0.0.1", port: int = 6566) -> None:
     import uvicorn
 
+    check_exposure(settings, host)
     uvicorn.run(create_app(store, settings), host=host, port=port, log_level="warning", access_log=False)
