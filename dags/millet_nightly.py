@@ -1,7 +1,8 @@
 """
 ### millet_nightly
 
-Every night, for the logical date `ds`: ingest the consent feed, then each landing channel's drop
+Every night, for the logical date `ds`: ingest the consent feed, apply the day's erasure requests and
+consent withdrawals (the people removed from every zone), then ingest each landing channel's drop
 into bronze (behaviour of users who declined is excluded), delete landing drops and quarantine past
 their retention, check each feed's day, build the
 feature snapshot with dbt, check it with Great Expectations, reconcile the lender's repayments with the
@@ -52,6 +53,12 @@ def millet_nightly():
         from millet.ingest import ingest_channel_day
 
         return ingest_channel_day(consent_feed(), ds)
+
+    @task
+    def apply_erasures(ds: str | None = None) -> dict:
+        from millet.privacy.erasure import apply_erasures as apply
+
+        return apply(ds)
 
     @task
     def list_channels() -> list[str]:
@@ -120,7 +127,8 @@ def millet_nightly():
         return str(write(ds))
 
     manifests = ingest_channel.expand(channel=list_channels())
-    ingest_consent() >> manifests  # consent decides which behaviour events may be kept
+    # Consent decides which behaviour events may be kept; tombstones keep the forgotten out.
+    ingest_consent() >> apply_erasures() >> manifests
     snapshots = build_features(check_feeds(manifests))  # a missing or broken feed builds nothing
     purge_expired(manifests)  # landing and quarantine past their retention, once the day is in bronze
     checks = [check_features(snapshots), reconcile_repayments(snapshots)]

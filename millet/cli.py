@@ -205,8 +205,9 @@ def features(
 def training_set_command(
     labels: Annotated[str, typer.Option(help="Parquet or CSV of user_key, event_timestamp (or timestamp), "
                                               "label columns.")],
-    out: Annotated[str, typer.Option(help="Where to write the training frame (Parquet).")] = (
-        "training_set.parquet"),
+    out: Annotated[str | None, typer.Option(help="Where to write the training frame (Parquet); default "
+                                              "training/<service>.parquet under the data root, where an "
+                                              "erasure finds it.")] = None,
     service: Annotated[str, typer.Option(help="Feast feature service.")] = DEFAULT_SERVICE,
 ) -> None:
     """A point-in-time-correct training frame: each label row with the features known at its timestamp."""
@@ -218,8 +219,27 @@ def training_set_command(
         table = training_table(labels, service)
     except BadLabels as exc:
         _fail(str(exc))
+    if out is None:
+        out = get_settings().training_dir / f"{service}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out)
     typer.echo(f"wrote {out}: {table.num_rows:,} label rows × {table.num_columns - 2:,} columns ({service})")
+
+
+@app.command()
+def forget(
+    account_id: Annotated[list[str], typer.Option("--account-id",
+                                                  help="A raw account id (repeat for more).")],
+) -> None:
+    """Queue people's erasure for the next nightly run (the account ids are hashed before anything is
+    written); prints each user_key."""
+    from millet.privacy.erasure import forget as queue
+
+    settings = get_settings()
+    for key in queue(account_id, settings):
+        typer.echo(key)
+    typer.echo(f"queued under {settings.erasure_dir / 'requests'}: erased from every zone by the next "
+               "nightly run (see README, Security and privacy)", err=True)
 
 
 @app.command()

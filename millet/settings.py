@@ -255,6 +255,21 @@ class Settings(BaseSettings):
         return self.root / "tracking"
 
     @property
+    def training_dir(self) -> Path:
+        """Training sets `millet training-set` writes unless told elsewhere (an erasure reaches them)."""
+        return self.root / "training"
+
+    @property
+    def erasure_dir(self) -> Path:
+        """Erasure requests waiting for the next night, and the tombstones of everyone forgotten."""
+        return self.root / "erasure"
+
+    @property
+    def tombstones_path(self) -> Path:
+        """The user_key of everyone forgotten: never ingested again, never in a snapshot again."""
+        return self.erasure_dir / "tombstones.parquet"
+
+    @property
     def audit_log_path(self) -> Path:
         """One JSON line per online read of the feature server: who, what, how many keys, when."""
         return self.root / "audit" / "online_reads.jsonl"
@@ -297,6 +312,7 @@ class Settings(BaseSettings):
             "MILLET_SNAPSHOTS_DIR": str(self.snapshots_dir),
             "MILLET_RECONCILIATION_DIR": str(self.reconciliation_dir),
             "MILLET_STATE_DIR": str(self.state_dir),
+            "MILLET_TOMBSTONES_PATH": str(self.tombstones_path),
             "MILLET_WAREHOUSE_PATH": str(self.warehouse_path),
             "MILLET_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "MILLET_DUCKDB_THREADS": str(self.duckdb_threads),

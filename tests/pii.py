@@ -27,17 +27,18 @@ def emitted_identifiers(landing_dir: Path) -> set[str]:
 
 
 def _texts(path: Path):
-    """The decoded content of `path`, as byte strings to search."""
+    """The decoded content of `path`, as (where, byte string) pairs to search: `where` is the DuckDB table
+    a text came from, else ""."""
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
-        yield " ".join(table.column_names).encode()
+        yield "", " ".join(table.column_names).encode()
         for column in table.columns:
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or \
                     pa.types.is_binary(column.type) or pa.types.is_dictionary(column.type):
-                yield "\n".join(str(v) for v in column.to_pylist() if v is not None).encode()
+                yield "", "\n".join(str(v) for v in column.to_pylist() if v is not None).encode()
     elif path.suffix == ".duckdb":
         import duckdb
 
@@ -46,12 +47,12 @@ def _texts(path: Path):
                     "select table_schema, table_name, column_name from information_schema.columns "
                     "where data_type in ('VARCHAR', 'BLOB')").fetchall():
                 rows = con.sql(f'select "{column}"::varchar from "{schema}"."{table}"').fetchall()
-                yield "\n".join(str(v) for (v,) in rows if v is not None).encode()
+                yield f":{table}", "\n".join(str(v) for (v,) in rows if v is not None).encode()
     elif path.suffix == ".gz":
-        yield _gunzip(path.read_bytes())
-        yield path.read_bytes()
+        yield "", _gunzip(path.read_bytes())
+        yield "", path.read_bytes()
     else:
-        yield path.read_bytes()
+        yield "", path.read_bytes()
 
 
 def _gunzip(data: bytes) -> bytes:
@@ -72,14 +73,24 @@ def found_in(data: bytes, identifiers: set[str]) -> set[str]:
 
 def scan_files(root: Path, identifiers: set[str], skip: tuple[str, ...]) -> dict[str, set[str]]:
     """file (relative to `root`) → the identifiers found in it; the top-level folders in `skip` unread."""
+    return _scan(root, skip, lambda data: found_in(data, identifiers))
+
+
+def scan_for(root: Path, needles: set[str], skip: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    """file (and DuckDB table: "file:table") → which of `needles` (say, user_keys) it holds anywhere."""
+    encoded = {n: n.encode() for n in needles}
+    return _scan(root, skip, lambda data: {n for n, e in encoded.items() if e in data})
+
+
+def _scan(root: Path, skip: tuple[str, ...], find) -> dict[str, set[str]]:
     leaks: dict[str, set[str]] = defaultdict(set)
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if not path.is_file() or relative.parts[0] in skip or path.suffix in (".wal", ".tmp"):
+        if not path.is_file() or relative.parts[0] in skip or path.suffix == ".tmp":
             continue
-        for data in _texts(path):
-            if hits := found_in(data, identifiers):
-                leaks[str(relative)] |= hits
+        for where, data in _texts(path):
+            if hits := find(data):
+                leaks[f"{relative}{where}"] |= hits
     return dict(leaks)
 
 

@@ -80,3 +80,9 @@
 {% macro known_by_as_of() %}
 {{ return("arrived_on <= " ~ as_of_day() ~ " and event_date <= " ~ as_of_day()) }}
 {% endmacro %}
+
+
+{#- The user_key of everyone forgotten (millet/privacy/erasure.py writes the file before every build). -#}
+{% macro erased_users() %}
+{{- return("read_parquet('" ~ env_var('MILLET_TOMBSTONES_PATH') ~ "')") -}}
+{% endmacro %}

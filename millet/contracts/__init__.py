@@ -7,6 +7,7 @@ identifier's format, role), so ingestion, the simulator and the docs all read th
 from millet.contracts.base import (
     Contract,
     FieldRule,
+    all_contracts,
     bronze_schema,
     consent_feed,
     contract_for,
@@ -15,7 +16,8 @@ from millet.contracts.base import (
     event_fields,
     field,
     ingestion_order,
+    request_feeds,
 )
 
-__all__ = ["event_fields", "Contract", "FieldRule", "bronze_schema", "consent_feed", "contract_for",
-           "contracts", "event_channels", "field", "ingestion_order"]
+__all__ = ["all_contracts", "request_feeds", "event_fields", "Contract", "FieldRule", "bronze_schema",
+           "consent_feed", "contract_for", "contracts", "event_channels", "field", "ingestion_order"]

@@ -7,6 +7,7 @@ from millet.contracts.base import Contract, account_id_field, event_id_field, fi
 CONTRACT = Contract(
     channel="bank_repayments",
     version="1.0.0",
+    kept_by_law=True,
     description="Repayments as the bank partner recorded them, arriving with a lag of up to a few days.",
     schema=pa.schema(
         [

@@ -78,6 +78,11 @@ class Contract:
     # (they are needed to service the loan). The consent feed itself is read before any other channel.
     consent_bound: bool = False
     is_consent_feed: bool = False
+    # Loan and repayment records the lender must keep by law: an erasure leaves them, pseudonymous.
+    kept_by_law: bool = False
+    # Requests to Millet itself (erasure), not events about people: read by the erasure step, not checked
+    # or built into features, and a day may have no drop.
+    is_request_feed: bool = False
 
     @cached_property
     def rules(self) -> dict[str, FieldRule]:
@@ -148,6 +153,17 @@ def contracts() -> dict[str, Contract]:
     return {m.CONTRACT.channel: m.CONTRACT for m in modules}
 
 
+def request_feeds() -> dict[str, Contract]:
+    from millet.contracts import deletions
+
+    return {deletions.CONTRACT.channel: deletions.CONTRACT}
+
+
+def all_contracts() -> dict[str, Contract]:
+    """The daily feeds and the request feeds: every landing channel."""
+    return contracts() | request_feeds()
+
+
 def consent_feed() -> str:
     """The channel of consent records: ingested before the others, which it filters."""
     return next(c.channel for c in contracts().values() if c.is_consent_feed)
@@ -164,7 +180,7 @@ def ingestion_order() -> list[str]:
 
 
 def contract_for(channel: str) -> Contract:
-    known = contracts()
+    known = all_contracts()
     if channel not in known:
         raise KeyError(f"unknown channel {channel!r}; known channels: {', '.join(sorted(known))}")
     return known[channel]

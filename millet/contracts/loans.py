@@ -9,6 +9,7 @@ EVENT_TYPES = ("application", "decision", "disbursement", "repayment", "overdue"
 CONTRACT = Contract(
     channel="loans",
     version="1.0.0",
+    kept_by_law=True,
     description="Loan lifecycle events; amounts in local currency. Needed to service loans: never "
     "excluded for consent.",
     schema=pa.schema(

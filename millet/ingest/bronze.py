@@ -34,7 +34,8 @@ _BATCH_ROWS = 1_000_000  # rows per batch streamed to Parquet, and so per row gr
 
 @dataclass
 class Manifest:
-    """What one ingest run did; `lines_in == rows_out + quarantined + duplicates + excluded_no_consent`."""
+    """What one ingest run did; `lines_in == rows_out + quarantined + duplicates + excluded_no_consent +
+    excluded_erased`."""
 
     channel: str
     dt: str
@@ -46,6 +47,7 @@ class Manifest:
     duplicates: int = 0
     duplicates_seen_before: int = 0  # of `duplicates`: re-sent events already in an earlier day's bronze
     excluded_no_consent: int = 0  # behaviour of users who declined, or with no valid record saying yes
+    excluded_erased: int = 0  # events of people who asked to be forgotten (late or re-sent ones)
     reasons: dict[str, int] = field(default_factory=dict)
     unknown_fields: list[str] = field(default_factory=list)
     files_quarantined: dict[str, str] = field(default_factory=dict)  # file → reason; its lines are unknown
@@ -53,7 +55,8 @@ class Manifest:
 
     @property
     def balanced(self) -> bool:
-        return self.lines_in == self.rows_out + self.quarantined + self.duplicates + self.excluded_no_consent
+        return self.lines_in == (self.rows_out + self.quarantined + self.duplicates + self.excluded_no_consent
+                                 + self.excluded_erased)
 
 
 def ingest_channel_day(channel: str, day: str | date, settings: Settings | None = None) -> dict:
@@ -120,6 +123,12 @@ def _resolve_good_rows(con, settings: Settings, contract: Contract, day: str) ->
     if contract.consent_bound:
         _load_consenting_users(con, settings, day)
         consent_filter = "user_key not in (select user_key from consenting)"
+    erased_filter = "false"
+    if not (contract.kept_by_law or contract.is_request_feed) and settings.tombstones_path.exists():
+        # A tombstone keeps a forgotten person's late or re-sent events from bringing them back.
+        con.execute(f"create table erased as select user_key from read_parquet("
+                    f"{literal(str(settings.tombstones_path))})")
+        erased_filter = "user_key in (select user_key from erased)"
     # At-least-once delivery: an event already in an earlier day's bronze, or earlier in this drop, is a
     # duplicate; the first delivery of the day wins (file, then line, order).
     con.execute(f"""
@@ -133,6 +142,7 @@ def _resolve_good_rows(con, settings: Settings, contract: Contract, day: str) ->
         select good.*, case
                 when event_id in (select event_id from seen_before) then 'duplicate_seen_before'
                 when repeated then 'duplicate'
+                when {erased_filter} then 'excluded_erased'
                 when {consent_filter} then 'excluded_no_consent'
                 else 'kept'
             end as outcome
@@ -177,6 +187,7 @@ def _count(con, manifest: Manifest) -> None:
     manifest.duplicates_seen_before = outcomes.get("duplicate_seen_before", 0)
     manifest.duplicates = manifest.duplicates_seen_before + outcomes.get("duplicate", 0)
     manifest.excluded_no_consent = outcomes.get("excluded_no_consent", 0)
+    manifest.excluded_erased = outcomes.get("excluded_erased", 0)
     unknown = con.sql("select distinct unnest(unknown_fields) from checked order by 1").fetchall()
     manifest.unknown_fields = [name for (name,) in unknown]
 

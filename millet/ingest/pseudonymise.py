@@ -21,3 +21,13 @@ def hmac_parameters(secret: bytes) -> dict[str, bytes]:
     key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
     key = key.ljust(_BLOCK, b"\0")
     return {"hmac_inner": bytes(b ^ 0x36 for b in key), "hmac_outer": bytes(b ^ 0x5C for b in key)}
+
+
+def user_keys(accounts: list[str], secret: bytes) -> list[str]:
+    """The user_key of each account id, by the same SQL as ingestion (one definition of the hash)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(f"select {user_key_sql('a')} from unnest($accounts) with ordinality as t(a, i) "
+                           "order by i", {"accounts": accounts, **hmac_parameters(secret)}).fetchall()
+    return [key for (key,) in rows]

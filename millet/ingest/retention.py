@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from millet.contracts import contracts
+from millet.contracts import all_contracts
 from millet.ingest.partition import remove_partitions_before
 from millet.settings import Settings, get_settings
 
@@ -23,10 +23,10 @@ def purge_expired(day: str | date, settings: Settings | None = None) -> dict[str
     if settings.landing_retention_days > 0:
         oldest = day - timedelta(days=settings.landing_retention_days)
         removed["landing"] = remove_partitions_before(
-            oldest, [settings.landing_dir / channel for channel in contracts()])
+            oldest, [settings.landing_dir / channel for channel in all_contracts()])
     if settings.quarantine_retention_days > 0:
         oldest = day - timedelta(days=settings.quarantine_retention_days)
         folders = [settings.quarantine_dir / channel / sub
-                   for channel in contracts() for sub in ("", "files")]
+                   for channel in all_contracts() for sub in ("", "files")]
         removed["quarantine"] = remove_partitions_before(oldest, folders)
     return {zone: len(paths) for zone, paths in removed.items()}

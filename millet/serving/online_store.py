@@ -110,6 +110,11 @@ class PackedOnlineStore(OnlineStore):
         found = self._get(config, table, keys)
         return [self._decode(config, found.get(key), requested_features) for key in keys]
 
+    def delete_records(self, config: RepoConfig, table: FeatureView, keys: list[bytes]) -> None:
+        """Remove these entities' records of `table` (an erasure); keys as `string_entity_keys` gives them."""
+        if keys:
+            self._delete(config, table, keys)
+
     def read_records(self, config: RepoConfig, table: FeatureView, keys: list[bytes]) -> dict[bytes, Record]:
         """The records found for these serialized entity keys (for readers that skip the Value dicts)."""
         return self._get(config, table, keys)
@@ -139,6 +144,9 @@ class PackedOnlineStore(OnlineStore):
         raise NotImplementedError
 
     def _get(self, config: RepoConfig, table: FeatureView, keys: list[bytes]) -> dict[bytes, Record]:
+        raise NotImplementedError
+
+    def _delete(self, config: RepoConfig, table: FeatureView, keys: list[bytes]) -> None:
         raise NotImplementedError
 
     def _save_layout(self, config: RepoConfig, digest: bytes, layout: Layout) -> None:
@@ -186,6 +194,20 @@ class PackedSqliteOnlineStore(PackedOnlineStore):
         conn = self._conn(config)
         with _transaction(conn):
             conn.executemany(f"INSERT OR REPLACE INTO {_table(config, table)} VALUES (?, ?)", items)
+
+    def _delete(self, config, table, keys):
+        conn = self._conn(config)
+        # An erasure: SQLite overwrites the freed bytes (Debian's build does by default, others may not),
+        # and the write-ahead log goes with its old pages.
+        (before,) = conn.execute("PRAGMA secure_delete").fetchone()
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            with _transaction(conn):
+                conn.executemany(f"DELETE FROM {_table(config, table)} WHERE entity_key = ?",
+                                 [(key,) for key in keys])
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.execute(f"PRAGMA secure_delete={int(before)}")
 
     def _get(self, config, table, keys):
         marks = ",".join("?" * len(keys))
@@ -272,6 +294,11 @@ class PackedRedisOnlineStore(PackedOnlineStore):
         client, prefix = self._client(config), self._view_prefix(config, table)
         for chunk in _chunks(items, self.CHUNK):
             client.mset({prefix + key: rec for key, rec in chunk})
+
+    def _delete(self, config, table, keys):
+        client, prefix = self._client(config), self._view_prefix(config, table)
+        for chunk in _chunks(keys, self.CHUNK):
+            client.unlink(*(prefix + key for key in chunk))
 
     def _get(self, config, table, keys):
         prefix = self._view_prefix(config, table)

@@ -22,6 +22,7 @@ from pathlib import Path
 from millet.alerts import Alert, raise_alerts
 from millet.feature_spec import families
 from millet.ingest.partition import PART_FILE, partition_dir, remove_partitions_before
+from millet.privacy.erasure import ensure_tombstones
 from millet.settings import Settings, get_settings
 
 
@@ -63,6 +64,7 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     day = as_of_date(day)
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_tombstones(settings)
     paths = {fam.name: snapshot_path(fam.name, day, settings) for fam in families()}
     states = {model: state_path(model, day, settings) for model in state_models(settings)}
     for path in _day_files(day, settings):

@@ -11,7 +11,8 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
     edges = {(up, down) for down in dag.task_ids for up in dag.get_task(down).upstream_task_ids}
     assert edges == {
         ("list_channels", "ingest_channel"),
-        ("ingest_consent", "ingest_channel"),
+        ("ingest_consent", "apply_erasures"),
+        ("apply_erasures", "ingest_channel"),  # tombstones first: a forgotten person's events stay out
         ("ingest_channel", "check_feeds"),
         ("ingest_channel", "purge_expired"),  # a drop is deleted only once its day is in bronze
         ("check_feeds", "build_features"),

@@ -65,4 +65,6 @@ select
 from windowed
 left join loan_book using (user_key)
 left join unconfirmed_repayments using (user_key)
+{#- A forgotten person's loan records are kept by law, and keep feeding the state: not the features. #}
+where user_key not in (select user_key from {{ erased_users() }})
 order by user_key

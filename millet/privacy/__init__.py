@@ -1,0 +1,1 @@
+"""Privacy: forgetting people (erasure.py) and removing them from every zone (zones.py)."""

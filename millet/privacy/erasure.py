@@ -1,0 +1,124 @@
+"""Forgetting a person: erasure requests become tombstones, and the next night removes them everywhere.
+
+Requests come from the `deletions` landing feed (validated, pseudonymised and quarantined like every
+feed) and from `millet forget`, which stores only the user_key. The night's `apply_erasures` task (before
+the day's behaviour is ingested) adds them to the tombstones and removes each new one from every zone
+(zones.py). A tombstone then keeps them out: ingestion drops their late or re-sent events, and the credit
+mart leaves them out of every later snapshot, though their loan records (kept by law) still feed its state.
+
+Consent withdrawal is narrower: a person whose consent record of the day says no has their behaviour
+(every consent-bound channel and family) removed the same way, and nothing else; the consent feed
+already keeps their new behaviour out from that day on.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from millet.ingest import ingest_channel_day
+from millet.ingest.partition import PART_FILE
+from millet.ingest.pseudonymise import user_keys
+from millet.privacy.zones import Scope, purge
+from millet.settings import Settings, get_settings
+from millet.sqltext import literal
+
+TOMBSTONES = pa.schema([("user_key", pa.string()), ("requested_on", pa.date32()), ("source", pa.string())])
+REQUEST = pa.schema([("user_key", pa.string()), ("requested_at", pa.timestamp("us", tz="UTC")),
+                     ("source", pa.string())])
+
+
+def forget(account_ids: list[str], settings: Settings | None = None) -> list[str]:
+    """Queue the erasure of these accounts for the next nightly run; returns their user_keys. The account
+    ids are hashed first: only the user_keys are written."""
+    settings = settings or get_settings()
+    keys = user_keys(account_ids, settings.pseudonym_secret)
+    now = datetime.now(UTC)
+    table = pa.table({"user_key": keys, "requested_at": [now] * len(keys),
+                      "source": ["millet forget"] * len(keys)}, schema=REQUEST)
+    folder = settings.erasure_dir / "requests"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(folder / f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet")
+    return keys
+
+
+def ensure_tombstones(settings: Settings) -> None:
+    """An empty tombstone list where there is none yet: the credit mart reads it every night."""
+    if not settings.tombstones_path.exists():
+        _write_tombstones(TOMBSTONES.empty_table(), settings)
+
+
+def apply_erasures(day: str | date, settings: Settings | None = None) -> dict:
+    """Ingest the day's erasure requests, add them (and `millet forget`'s) to the tombstones, and remove
+    every newly forgotten person, and every withdrawal of the day's behaviour, from every zone."""
+    settings = settings or get_settings()
+    day = date.fromisoformat(str(day))
+    ensure_tombstones(settings)
+    manifest = ingest_channel_day("deletions", day, settings)
+    known = set(pq.read_table(settings.tombstones_path, columns=["user_key"]).column(0).to_pylist())
+    requested = _requests(day, settings)
+    new = {key: source for key, source in requested.items() if key not in known}
+    removed = purge(set(new), Scope.EVERYTHING, settings) if new else {}
+    if new:
+        added = pa.table({"user_key": list(new), "requested_on": [day] * len(new),
+                          "source": list(new.values())}, schema=TOMBSTONES)
+        _write_tombstones(pa.concat_tables([pq.read_table(settings.tombstones_path), added]), settings)
+    withdrawn = _withdrawals(day, settings) - known - set(new)
+    behaviour = purge(withdrawn, Scope.BEHAVIOUR, settings) if withdrawn else {}
+    for request in _forget_requests(settings):
+        request.unlink()  # applied: the tombstone is the record now
+    summary = {"requests_in": manifest["lines_in"], "forgotten": len(new), "rows_removed": removed,
+               "consent_withdrawn": len(withdrawn), "behaviour_rows_removed": behaviour}
+    out = settings.manifests_dir / "erasure" / f"dt={day}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _requests(day: date, settings: Settings) -> dict[str, str]:
+    """user_key → where the request came from: the deletions feed up to `day`, and `millet forget`."""
+    found: dict[str, str] = {}
+    for path in sorted((settings.bronze_dir / "deletions").glob(f"dt=*/{PART_FILE}")):
+        if date.fromisoformat(path.parent.name.removeprefix("dt=")) <= day:
+            found |= dict.fromkeys(pq.read_table(path, columns=["user_key"]).column(0).to_pylist(),
+                                   "deletions feed")
+    for path in _forget_requests(settings):
+        keys = pq.read_table(path, columns=["user_key"]).column(0).to_pylist()
+        found |= dict.fromkeys(keys, "millet forget")
+    return found
+
+
+def _forget_requests(settings: Settings) -> list[Path]:
+    return sorted((settings.erasure_dir / "requests").glob("*.parquet"))
+
+
+def _withdrawals(day: date, settings: Settings) -> set[str]:
+    """People whose consent record that arrived on `day` is their latest one, and says no."""
+    import duckdb
+
+    files = settings.bronze_dir / "consent" / "*" / PART_FILE
+    if not any((settings.bronze_dir / "consent").glob(f"*/{PART_FILE}")):
+        return set()
+    with duckdb.connect() as con:
+        rows = con.sql(f"""
+            select user_key from read_parquet({literal(str(files))}, hive_partitioning = true)
+            where dt <= date '{day}'
+            qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1
+                and not consent_given and dt = date '{day}'
+        """).fetchall()
+    return {key for (key,) in rows}
+
+
+def _write_tombstones(table: pa.Table, settings: Settings) -> None:
+    path = settings.tombstones_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table.sort_by("user_key"), tmp)
+    tmp.replace(path)

@@ -1,0 +1,195 @@
+"""Removing people from every zone under the data root, by user_key.
+
+What stays, and why: the landing drops (raw as delivered; deleted after `MILLET_LANDING_RETENTION_DAYS`,
+and a tombstone keeps a re-run from loading them again), the loan and repayment records the lender must
+keep by law (bronze `loans` and `bank_repayments`, their intermediate tables, the credit state built from
+them, the bank reconciliation), the erasure requests and tombstones themselves (pseudonymous), and the
+simulator's ground truth (not Millet's). Everything else that holds a user_key loses the person's rows:
+bronze, quarantine (masked lines by their user_key, sealed lines by the account ids inside them),
+the warehouse's tables, the rolling state, every snapshot, the nightly lists, what models wrote, the
+online store; and text files (alerts, reports, logs, manifests) have the key replaced by `[erased]`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from millet.contracts import all_contracts, contracts
+from millet.feature_spec import families
+from millet.settings import Settings
+
+TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
+ERASED = b"[erased]"
+_MASKED_KEY = re.compile(r'"user_key"\s*:\s*"([0-9a-f]+)"')
+_ACCOUNT = re.compile(r'"account_id"\s*:\s*"([^"]+)"')
+
+
+class Scope(enum.Enum):
+    EVERYTHING = "everything"  # an erasure: all but what the law keeps
+    BEHAVIOUR = "behaviour"  # a consent withdrawal: the consent-bound channels and their families only
+
+
+def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
+    """Remove the people with these user_keys from every zone `scope` covers; rows removed per zone."""
+    removed: Counter = Counter()
+    for path in _parquet_files(scope, settings):
+        removed[path.relative_to(settings.root).parts[0]] += drop_rows(path, keys)
+    removed["warehouse"] += _purge_warehouse(keys, scope, settings)
+    removed["online_store"] += _purge_online_store(keys, scope, settings)
+    if scope is Scope.EVERYTHING:
+        removed["quarantine"] += _purge_quarantine(keys, settings)
+        removed["text_files"] += _scrub_text(keys, settings)
+    return {zone: n for zone, n in sorted(removed.items()) if n}
+
+
+def behaviour_channels() -> list[str]:
+    return [c.channel for c in contracts().values() if c.consent_bound]
+
+
+def behaviour_families() -> list[str]:
+    return [fam.name for fam in families() if all(f.consent_bound for f in fam.features)]
+
+
+def _erased_channels(scope: Scope) -> list[str]:
+    if scope is Scope.BEHAVIOUR:
+        return behaviour_channels()
+    return [c.channel for c in all_contracts().values() if not (c.kept_by_law or c.is_request_feed)]
+
+
+def _erased_families(scope: Scope) -> list[str]:
+    return behaviour_families() if scope is Scope.BEHAVIOUR else [fam.name for fam in families()]
+
+
+def _parquet_files(scope: Scope, settings: Settings) -> list[Path]:
+    folders = [settings.bronze_dir / channel for channel in _erased_channels(scope)]
+    folders += [settings.snapshots_dir / family for family in _erased_families(scope)]
+    state = {f"state_{f}" for f in _erased_families(scope) if f not in _families_kept_by_law()}
+    folders += [m for m in settings.state_dir.glob("state_*__*") if m.name.split("__")[0] in state]
+    if scope is Scope.EVERYTHING:
+        folders += [settings.tracking_dir, settings.models_dir, settings.root / "quality",
+                    settings.training_dir]
+    kept = settings.reconciliation_dir
+    return [p for folder in folders for p in sorted(folder.rglob("*.parquet"))
+            if kept not in p.parents]
+
+
+def _families_kept_by_law() -> set[str]:
+    """The credit family's state is built from the loan records the law keeps (a re-base rebuilds it
+    from them): it stays; its snapshots do not (the credit mart leaves tombstoned people out)."""
+    return {fam.name for fam in families() if not any(f.consent_bound for f in fam.features)}
+
+
+def drop_rows(path: Path, keys: set[str]) -> int:
+    """Rewrite the Parquet file at `path` without the rows whose user_key is one of `keys`."""
+    schema = pq.read_schema(path)
+    if "user_key" not in schema.names:
+        return 0
+    wanted = pa.array(sorted(keys), pa.string())
+    hits = pc.is_in(pq.read_table(path, columns=["user_key"]).column(0), value_set=wanted)
+    count = pc.sum(hits).as_py() or 0
+    if count:
+        table = pq.read_table(path, schema=schema)
+        _replace(path, table.filter(pc.invert(hits)), schema)
+    return count
+
+
+def _replace(path: Path, table: pa.Table, schema: pa.Schema) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table.cast(schema), tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
+    import duckdb
+
+    if not settings.warehouse_path.exists():
+        return 0
+    prefixes = tuple(f"int_{channel}__" for channel in _erased_channels(scope))
+    removed = 0
+    with duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config()) as con:
+        tables = con.sql("select c.table_schema, c.table_name from information_schema.columns c "
+                         "join information_schema.tables t using (table_catalog, table_schema, table_name) "
+                         "where c.column_name = 'user_key' and t.table_type = 'BASE TABLE'").fetchall()
+        for schema, table in tables:
+            if table.startswith(prefixes):
+                name = f'"{schema}"."{table}"'
+                removed += con.execute(f"delete from {name} where user_key in (select unnest($keys))",
+                                       {"keys": sorted(keys)}).fetchone()[0]
+    return removed
+
+
+def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int:
+    from millet.serving.online_store import PackedOnlineStore, string_entity_keys
+    from millet.serving.store import open_store
+
+    if not (settings.feast_dir / "registry.db").exists():
+        return 0
+    store = open_store(settings)
+    online = store._get_provider().online_store
+    if not isinstance(online, PackedOnlineStore):
+        raise TypeError("erasure removes records from Millet's packed online stores only")
+    entity_keys = string_entity_keys(sorted(keys), "user_key", store.config)
+    erased = set(_erased_families(scope))
+    removed = 0
+    for view in store.list_feature_views():
+        if view.name in erased:
+            removed += len(online.read_records(store.config, view, entity_keys))
+            online.delete_records(store.config, view, entity_keys)
+    return removed
+
+
+def _purge_quarantine(keys: set[str], settings: Settings) -> int:
+    from millet.ingest.pseudonymise import user_keys
+    from millet.ingest.quarantine import Sealer, unseal_file, unsealed_lines
+
+    sealer, removed = Sealer(settings.pseudonym_secret), 0
+
+    def names_them(text: str) -> bool:
+        accounts = _ACCOUNT.findall(text)
+        return bool(accounts) and bool(keys & set(user_keys(accounts, settings.pseudonym_secret)))
+
+    for path in sorted(settings.quarantine_dir.glob("*/dt=*/*.parquet")):
+        channel, day = path.parent.parent.name, path.parent.name.removeprefix("dt=")
+        table = pq.read_table(path)
+        opened = unsealed_lines(table, sealer, channel, day)
+        drop = [(masked is not None and any(k in keys for k in _MASKED_KEY.findall(masked)))
+                or (line is not None and names_them(line))
+                for masked, line in zip(table.column("masked_line").to_pylist(), opened, strict=True)]
+        if any(drop):
+            _replace(path, table.filter(pa.array([not d for d in drop])), table.schema)
+            removed += sum(drop)
+    for path in sorted(settings.quarantine_dir.glob("*/files/dt=*/*")):
+        channel, day = path.parents[2].name, path.parent.name.removeprefix("dt=")
+        if names_them(unseal_file(path, sealer, channel, day).decode("utf-8", errors="replace")):
+            path.unlink()  # a file that could not be read cannot be edited: it goes whole
+            removed += 1
+    return removed
+
+
+def _scrub_text(keys: set[str], settings: Settings) -> int:
+    """Replace each key in the text files outside the zones the law keeps; files changed."""
+    skip = {settings.landing_dir, settings.truth_dir, settings.erasure_dir, settings.reconciliation_dir,
+            settings.bronze_dir / "loans", settings.bronze_dir / "bank_repayments"}
+    needles = [key.encode() for key in keys]
+    changed = 0
+    for path in settings.root.rglob("*"):
+        if path.suffix not in TEXT_SUFFIXES or not path.is_file() or skip & set(path.parents):
+            continue
+        data = path.read_bytes()
+        if not any(n in data for n in needles):
+            continue
+        for needle in needles:
+            data = data.replace(needle, ERASED)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        changed += 1
+    return changed
