@@ -59,18 +59,25 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="millet-bench-serve-"))
     try:
-        _write_snapshots(work / "snapshots", args.users, None)
-        online = dict(STORES["millet"][0]["sqlite"], path=str(work / "online.db"))
-        engine = STORES["millet"][1]
-        store = store_over(work / "snapshots", work / "repo", online, engine, project="bench_serve")
-        materialize_day(store, DAY)
-        keys = pq.read_table(next((work / "snapshots" / "credit").rglob("*.parquet")),
-                             columns=["user_key"]).column(0).to_pylist()
+        online, engine, keys = published_store(work, args.users, "bench_serve")
         results = {kind: _measure(kind, work, online, engine, keys, args) for kind in ("millet", "stock")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["rps_ratio"] = round(results["millet"]["rps"] / results["stock"]["rps"], 1)
     print(json.dumps(results))
+
+
+def published_store(work: Path, users: int, project: str) -> tuple[dict, dict, list[str]]:
+    """A synthetic snapshot of `users` published into a packed SQLite store under `work`: the store's
+    online config, its engine, and the users' keys."""
+    _write_snapshots(work / "snapshots", users, None)
+    online = dict(STORES["millet"][0]["sqlite"], path=str(work / "online.db"))
+    engine = STORES["millet"][1]
+    store = store_over(work / "snapshots", work / "repo", online, engine, project=project)
+    materialize_day(store, DAY)
+    keys = pq.read_table(next((work / "snapshots" / "credit").rglob("*.parquet")),
+                         columns=["user_key"]).column(0).to_pylist()
+    return online, engine, keys
 
 
 def _measure(kind: str, work: Path, online: dict, engine: dict, keys: list[str], args) -> dict:

@@ -5,15 +5,16 @@ JWTs signed here with a key made for the test; nothing is mocked on the server's
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.receivers import http_server
 
 CLIENT_ID = "millet"  # the settings' default: roles under resource_access.millet.roles
 KID = "test-key-1"
@@ -84,13 +85,6 @@ def oidc_provider(clients: dict[str, tuple[str, list[str]]] | None = None) -> It
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as url:
+        provider.url = url
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

@@ -49,12 +49,19 @@ def webhook_server(port: int = 0) -> Iterator[Webhook]:
         def log_message(self, *args):  # quiet: pytest shows the test's own output
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/alerts"
+    with http_server(Handler, port) as url:
+        hook.url = f"{url}/hooks/alerts"
+        yield hook
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler], port: int = 0) -> Iterator[str]:
+    """`handler` served on 127.0.0.1 from a thread; its base URL. Stopped when the block ends, however."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield hook
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

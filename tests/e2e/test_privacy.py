@@ -11,7 +11,7 @@ from millet.serving import open_store
 from millet.serving.store import publish_features
 from millet.serving.training import training_table
 from tests.e2e.conftest import DAYS
-from tests.e2e.test_serving import REDIS_DB, sampled_users
+from tests.e2e.test_serving import REDIS_DB, drop_project, sampled_users
 from tests.pii import emitted_identifiers, scan_files, scan_redis, summary
 
 # Landing is where raw identifiers arrive; truth is the simulator's hidden ground truth, not Millet's.
@@ -50,5 +50,5 @@ def _redis_leaks(nightly, identifiers: set[str]) -> dict:
         assert any(client.scan_iter(match=f"millet:{settings.project}:*", count=1000))
         return scan_redis(client, f"millet:{settings.project}:*", identifiers)
     finally:
-        store.teardown()
+        drop_project(store)
         open_store(nightly)  # the session's environment back for the tests after

@@ -97,9 +97,16 @@ def published(request, nightly):
     try:
         yield store
     finally:
-        store.teardown()
+        drop_project(store)
         open_store(nightly)  # put the session's environment back for the tests after
     assert not _redis_keys(settings.project), "teardown left keys behind"
+
+
+def drop_project(store) -> None:
+    """A project's online records and its registry entries. Not FeatureStore.teardown: that deletes the
+    registry file, which every project of the session shares (the tests after would find it empty)."""
+    store._get_provider().teardown_infra(store.project, store.list_feature_views(), store.list_entities())
+    store.delete_project(store.project)
 
 
 def _redis_keys(project: str) -> list:

@@ -178,3 +178,57 @@ def _base_env() -> dict:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("MILLET_")}
+
+
+# ---- no input makes it fail or hang ---------------------------------------------------------------------
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+
+
+def _bodies():
+    """Feast requests, near misses and junk: the server's own keys with any values, the right shapes
+    with odd contents, and bytes that are not JSON at all."""
+    from hypothesis import strategies as st
+
+    names = st.sampled_from([s.name for s in SERVICES] + ["", "no_such", "credit_risk_v1'; drop table x"])
+    refs = st.lists(st.sampled_from(["credit:credit__loans_active_now", "device:nope", ":", "credit:",
+                                     "a:b:c"]) | st.text(max_size=20), max_size=4)
+    keys = st.lists(st.text(max_size=40), min_size=0, max_size=5)
+    shaped = st.fixed_dictionaries({}, optional={
+        "entities": st.fixed_dictionaries({"user_key": keys}) | _json_values(),
+        "feature_service": names | _json_values(), "features": refs | _json_values(),
+        "full_feature_names": st.booleans() | _json_values(),
+        "user_key": st.text(max_size=40) | _json_values()})
+    return (shaped.map(lambda b: json.dumps(b).encode())
+            | _json_values().map(lambda b: json.dumps(b).encode()) | st.binary(max_size=300))
+
+
+def test_no_request_gets_a_server_error_or_hangs(secured, provider):
+    """Property-based (hypothesis): over generated bodies on both routes, every answer is a 2xx or a 4xx
+    (or /score's 503 while no model is served), within 10 s. It found a real 500 (a JSON object as
+    `feature_service`); mutation that fails it (tried): dropping the check that `full_feature_names` is a
+    boolean."""
+    from hypothesis import HealthCheck, given, settings
+
+    token = provider.mint("fuzzer", [MODEL_TEAMS, CREDIT_DECISIONS], expires_in=3600)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(body=_bodies(), route=st_routes())
+    def probe(body: bytes, route: str):
+        answer = requests.post(f"{secured}{route}", data=body, headers=headers, timeout=10)
+        allowed = answer.status_code < 500 or (route == "/score" and answer.status_code == 503
+                                               and "model" in answer.text)
+        assert allowed, (route, body[:200], answer.status_code, answer.text[:300])
+
+    probe()
+
+
+def st_routes():
+    from hypothesis import strategies as st
+
+    return st.sampled_from(["/get-online-features", "/score"])

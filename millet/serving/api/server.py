@@ -30,6 +30,7 @@ from millet.serving.online_store import PackedOnlineStore, decode_record, string
 from millet.settings import Settings
 
 MAX_ENTITIES = 1_000
+MAX_CACHED_PLANS = 1_000
 MAX_BODY_BYTES = 1 << 20  # 1,000 keys of Feast's JSON take about 40 kB: a megabyte is not a request
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
 HEALTH_TIMEOUT_S = 2.0  # a store that hangs is as unavailable as one that refuses
@@ -117,7 +118,15 @@ class OnlineReader:
     def _plan(self, service, features, full: bool) -> Plan:
         if (service is None) == (features is None or features == []):
             raise BadRequest("give exactly one of 'feature_service' or a non-empty 'features' list")
-        cache_key = (service, tuple(features) if isinstance(features, list) else features, full)
+        # Types first: what is not a string cannot be a cache key (a dict there was a 500).
+        if service is not None and not isinstance(service, str):
+            raise BadRequest("'feature_service' must be a string")
+        strings = isinstance(features, list) and all(isinstance(f, str) for f in features)
+        if features is not None and not strings:
+            raise BadRequest("'features' must be a list of 'feature_view:feature' strings")
+        cache_key = (service, tuple(features or ()), full)
+        if len(self._plans) >= MAX_CACHED_PLANS:  # any list of features is a plan: bound what is kept
+            self._plans.clear()
         if cache_key not in self._plans:
             self._plans[cache_key] = (self._service_plan(service, full) if service is not None
                                       else self._features_plan(features, full))
@@ -126,8 +135,6 @@ class OnlineReader:
     def _service_plan(self, service, full: bool) -> Plan:
         from feast.errors import FeatureServiceNotFoundException
 
-        if not isinstance(service, str):
-            raise BadRequest("'feature_service' must be a string")
         try:
             found = self.store.get_feature_service(service)
         except FeatureServiceNotFoundException:
@@ -138,7 +145,7 @@ class OnlineReader:
         return Plan(steps, [found], f"feature service {service!r}")
 
     def _features_plan(self, features, full: bool) -> Plan:
-        if not isinstance(features, list) or not all(isinstance(f, str) and ":" in f for f in features):
+        if not all(":" in f for f in features):
             raise BadRequest("'features' must be a list of 'feature_view:feature' strings")
         views = {view.name: view for view in self._views()}
         wanted: dict[str, list[str]] = {}
