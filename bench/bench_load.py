@@ -1,6 +1,6 @@
 """Benchmark: `millet serve` under load from authenticated clients, against itself unloaded.
 
-    .venv/bin/python bench/bench_load.py --users 20000 --clients 32 --seconds 60 --rate 10
+    .venv/bin/python bench/bench_load.py --users 20000 --clients 32 --seconds 60 --rate 5
 
 Publishes a synthetic snapshot (every feature of the spec) into a packed SQLite online store and starts
 Millet's server with OIDC authentication against a provider on loopback (tests/oidc.py: discovery
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--rate", type=float, default=10, help="requests a second per client")
+    parser.add_argument("--rate", type=float, default=5, help="requests a second per client")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="millet-bench-load-"))
     try:
