@@ -27,7 +27,8 @@ from tests.receivers import mailbox, webhook  # noqa: E402, F401 (real alert rec
 # together; xdist's own order is by number of tests, which started the longest last (pyproject's addopts
 # turn it off with --no-loadscope-reorder).
 LONGEST_FIRST = ("test_rolling_state", "test_backfill", "test_credit_risk", "test_feature_values",
-                 "test_nightly", "test_serving", "test_long_history", "test_run", "test_history")
+                 "test_nightly", "test_serving", "test_erasure", "test_long_history", "test_run",
+                 "test_history")
 
 
 def pytest_collection_modifyitems(items):
