@@ -15,6 +15,10 @@ os.environ.update(
         "MILLET_ONLINE_STORE": "sqlite",
         # `millet serve` without tokens, on loopback; tests/e2e/test_serving_auth.py turns OIDC on.
         "MILLET_SERVE_AUTH": "none",
+        # The session's worlds share this data root with days months apart: a night of one would delete
+        # another's landing drops as expired (tests/unit/test_retention.py tests the retention itself).
+        "MILLET_LANDING_RETENTION_DAYS": "0",
+        "MILLET_QUARANTINE_RETENTION_DAYS": "0",
     }
 )
 

@@ -12,7 +12,7 @@ from millet.serving.store import publish_features
 from millet.serving.training import training_table
 from tests.e2e.conftest import DAYS
 from tests.e2e.test_serving import REDIS_DB, drop_project, sampled_users
-from tests.pii import emitted_identifiers, scan_files, scan_redis, summary
+from tests.pii import emitted_identifiers, scan_files, scan_for, scan_redis, summary
 
 # Landing is where raw identifiers arrive; truth is the simulator's hidden ground truth, not Millet's.
 NOT_MILLETS = ("landing", "truth")
@@ -36,6 +36,12 @@ def test_no_raw_identifier_outside_the_landing_zone(nightly):
     leaks = scan_files(nightly.root, identifiers, skip=NOT_MILLETS)
     assert not leaks, summary(leaks)
     assert _redis_leaks(nightly, identifiers) == {}
+
+
+def test_the_pseudonymisation_key_is_in_no_file(nightly):
+    """Not in a log, a manifest, Airflow's database or anything else the nightly world wrote (mutation
+    that fails it: a task printing its settings with the key unmasked)."""
+    assert not scan_for(nightly.root, {nightly.pseudonym_secret.decode()}, skip=())
 
 
 def _redis_leaks(nightly, identifiers: set[str]) -> dict:
