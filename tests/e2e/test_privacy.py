@@ -39,8 +39,8 @@ def test_no_raw_identifier_outside_the_landing_zone(nightly):
 
 
 def test_the_pseudonymisation_key_is_in_no_file(nightly):
-    """Not in a log, a manifest, Airflow's database or anything else the nightly world wrote (mutation
-    that fails it: a task printing its settings with the key unmasked)."""
+    """Not in a log, a manifest, Airflow's database or anything else the nightly world wrote. (Mutation
+    meant, not tried: a task printing its settings with the key unmasked.)"""
     assert not scan_for(nightly.root, {nightly.pseudonym_secret.decode()}, skip=())
 
 
