@@ -158,13 +158,19 @@ def _load_consenting_users(con, settings: Settings, day: str) -> None:
     consent = settings.bronze_dir / "consent"
     if not any(consent.glob(f"dt=*/{PART_FILE}")):
         raise RuntimeError(f"no consent records under {consent}: ingest the consent feed before behaviour")
-    con.execute(f"""
-        create table consenting as
-        select user_key from read_parquet({literal(f"{consent}/*/{PART_FILE}")}, hive_partitioning = true)
+    con.execute(f"create table consenting as select user_key from ({latest_consent_sql(settings, day)}) "
+                "where consent_given")
+
+
+def latest_consent_sql(settings: Settings, day: str) -> str:
+    """SQL: each user's latest consent record that had arrived by the end of `day` (user_key,
+    consent_given, and `dt`, the day it arrived)."""
+    consent = settings.bronze_dir / "consent"
+    return f"""
+        select user_key, consent_given, dt
+        from read_parquet({literal(f"{consent}/*/{PART_FILE}")}, hive_partitioning = true)
         where dt <= date '{day}'
-        qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1
-            and consent_given
-    """)
+        qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1"""
 
 
 def _earlier_event_ids(settings: Settings, channel: str, day: str) -> str:

@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millet.ingest import ingest_channel_day
+from millet.ingest.bronze import latest_consent_sql
 from millet.ingest.partition import PART_FILE
 from millet.ingest.pseudonymise import user_keys
 from millet.privacy.zones import Scope, purge
 from millet.settings import Settings, get_settings
-from millet.sqltext import literal
 
 TOMBSTONES = pa.schema([("user_key", pa.string()), ("requested_on", pa.date32()), ("source", pa.string())])
 REQUEST = pa.schema([("user_key", pa.string()), ("requested_at", pa.timestamp("us", tz="UTC")),
@@ -103,16 +103,11 @@ def _withdrawals(day: date, settings: Settings) -> set[str]:
     """People whose consent record that arrived on `day` is their latest one, and says no."""
     import duckdb
 
-    files = settings.bronze_dir / "consent" / "*" / PART_FILE
     if not any((settings.bronze_dir / "consent").glob(f"*/{PART_FILE}")):
         return set()
     with duckdb.connect() as con:
-        rows = con.sql(f"""
-            select user_key from read_parquet({literal(str(files))}, hive_partitioning = true)
-            where dt <= date '{day}'
-            qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1
-                and not consent_given and dt = date '{day}'
-        """).fetchall()
+        rows = con.sql(f"select user_key from ({latest_consent_sql(settings, str(day))}) "
+                       f"where not consent_given and dt = date '{day}'").fetchall()
     return {key for (key,) in rows}
 
 
