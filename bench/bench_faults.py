@@ -647,7 +647,7 @@ def _task_states(settings: Settings) -> dict[str, str | None]:
 
 def _views_online(settings: Settings) -> tuple[int, int]:
     """(feature views whose online rows carry the day's snapshot stamp, feature views)."""
-    from millet.serving.online_store import HEADER, PackedSqliteOnlineStore
+    from millet.serving.online.stores import HEADER, PackedSqliteOnlineStore
     from millet.serving.store import snapshot_timestamp
 
     path = settings.feast_dir / "online.db"

@@ -34,9 +34,9 @@ DAY = "2026-07-01"
 REDIS_DB = 10
 STORES = {
     "stock": ({"sqlite": {"type": "sqlite"}, "redis": {"type": "redis"}}, "local"),
-    "millet": ({"sqlite": {"type": "millet.serving.online_store.PackedSqliteOnlineStore"},
-                "redis": {"type": "millet.serving.online_store.PackedRedisOnlineStore"}},
-               {"type": "millet.serving.engine.SnapshotMaterializationEngine"}),
+    "millet": ({"sqlite": {"type": "millet.serving.online.stores.PackedSqliteOnlineStore"},
+                "redis": {"type": "millet.serving.online.stores.PackedRedisOnlineStore"}},
+               {"type": "millet.serving.online.engine.SnapshotMaterializationEngine"}),
 }
 
 

@@ -106,8 +106,8 @@ def _run(kind: str, work: Path) -> None:
 
 
 def _feast(work: Path, kind: str):
+    from millet.serving.offline.training import entity_frame, in_label_order
     from millet.serving.store import OFFLINE_STORE, store_over
-    from millet.serving.training import entity_frame, in_label_order
 
     keep = next(s for s in SERVICES if s.name == SERVICE).wants
     store = store_over(work / "snapshots", work / kind, {"type": "sqlite", "path": str(work / kind / "o.db")},
@@ -116,7 +116,7 @@ def _feast(work: Path, kind: str):
     service = store.get_feature_service(SERVICE)
 
     def build(labels: pa.Table) -> pa.Table:
-        # millet.serving.training.training_table, minus reading the labels file and opening the store
+        # millet.serving.offline.training.training_table, minus reading the labels file and opening the store
         job = store.get_historical_features(entity_df=entity_frame(labels.to_pandas()), features=service)
         return in_label_order(job.to_arrow())
     return build

@@ -213,7 +213,7 @@ def training_set_command(
     """A point-in-time-correct training frame: each label row with the features known at its timestamp."""
     import pyarrow.parquet as pq
 
-    from millet.serving.training import BadLabels, training_table
+    from millet.serving.offline.training import BadLabels, training_table
 
     try:
         table = training_table(labels, service)
@@ -240,6 +240,23 @@ def forget(
         typer.echo(key)
     typer.echo(f"queued under {settings.erasure_dir / 'requests'}: erased from every zone by the next "
                "nightly run (see README, Security and privacy)", err=True)
+
+
+@app.command(name="rotate-key")
+def rotate_key_command() -> None:
+    """Add a new pseudonymisation key to the chain and re-key everything stored with it (stop the
+    scheduler and the feature server first). Run it again to finish one that was interrupted."""
+    from millet.privacy.rotation import rotate_key
+
+    settings = get_settings()
+    try:
+        done = rotate_key(settings)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    republished = done["republished_day"] or "nothing published yet"
+    typer.echo(f"rotated: {done['files']:,} files and {done['warehouse_tables']} warehouse tables re-keyed, "
+               f"online store republished ({republished}), {done['keys_in_chain']} keys in "
+               f"{settings.keyring_path}, {done['seconds']} s")
 
 
 @app.command()

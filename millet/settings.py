@@ -12,10 +12,13 @@ import secrets
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from millet.ingest.pseudonymise import KeyChain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_CONNECT_TIMEOUT_S = 10
@@ -37,7 +40,8 @@ class Settings(BaseSettings):
         description="Where the demo keeps its generated pseudonymisation key; outside the repo on purpose.",
     )
     pseudonym_key: SecretStr | None = Field(
-        None, description="HMAC key for user_key; when unset, a random one is created in secrets_dir."
+        None, description="HMAC key for user_key; when unset, the keys are the keyring file "
+        "secrets_dir/pseudonym.key (created with a random key; `millet rotate-key` adds to it)."
     )
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "127.0.0.1:6379,db=0"
@@ -293,11 +297,31 @@ class Settings(BaseSettings):
 
 
     # ---- secrets ------------------------------------------------------------------------
+    @property
+    def keyring_path(self) -> Path:
+        """The pseudonymisation keys, one per line, oldest first (0600, outside the repository)."""
+        return self.secrets_dir / "pseudonym.key"
+
+    @property
+    def rotation_key_path(self) -> Path:
+        """The key an unfinished `millet rotate-key` is adding; while it exists, nothing may hash."""
+        return self.secrets_dir / "pseudonym.key.next"
+
     @cached_property
-    def pseudonym_secret(self) -> bytes:
+    def pseudonym_chain(self) -> KeyChain:
+        from millet.ingest.pseudonymise import KeyChain
+
         if self.pseudonym_key is not None:
-            return self.pseudonym_key.get_secret_value().encode()
-        return _read_or_create_key(self.secrets_dir / "pseudonym.key")
+            return KeyChain([self.pseudonym_key.get_secret_value().encode()])
+        if self.rotation_key_path.exists():
+            raise RuntimeError(f"a pseudonymisation key rotation is unfinished ({self.rotation_key_path}): "
+                               "run `millet rotate-key` again to finish it before anything else")
+        return KeyChain(_read_or_create_keyring(self.keyring_path))
+
+    @property
+    def pseudonym_secret(self) -> bytes:
+        """The newest key: quarantine's seals are derived from it."""
+        return self.pseudonym_chain.newest
 
     # ---- what the tools read ------------------------------------------------------------
     def duckdb_config(self, **overrides) -> dict:
@@ -384,19 +408,34 @@ class Settings(BaseSettings):
         os.environ.update(self.airflow_environ())
 
 
-def _read_or_create_key(path: Path) -> bytes:
+def read_keyring(path: Path) -> list[bytes]:
+    return [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` whole with `data`, readable by its owner only at every moment."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _read_or_create_keyring(path: Path) -> list[bytes]:
     if path.exists():
-        return path.read_bytes().strip()
+        return read_keyring(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
     # O_EXCL + 0600: never clobber a key another process just wrote, never world-readable.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_bytes().strip()
+        return read_keyring(path)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-    return key
+        handle.write(key + b"\n")
+    return [key]
 
 
 def get_settings() -> Settings:

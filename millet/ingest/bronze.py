@@ -24,7 +24,6 @@ from millet.contracts.base import Contract
 from millet.ingest import quarantine
 from millet.ingest.landing import LINES_SCHEMA, UnreadableFile, drop_files, read_lines
 from millet.ingest.partition import PART_FILE, partition_dir, write_partition
-from millet.ingest.pseudonymise import hmac_parameters, user_key_sql
 from millet.ingest.validate import checked_lines_sql
 from millet.settings import Settings, get_settings
 from millet.sqltext import literal
@@ -62,7 +61,7 @@ class Manifest:
 def ingest_channel_day(channel: str, day: str | date, settings: Settings | None = None) -> dict:
     """Load landing/<channel>/dt=<day>/ into bronze; returns the manifest as a dict."""
     settings = settings or get_settings()
-    day = str(day)
+    day = date.fromisoformat(str(day)).isoformat()  # a name that reaches SQL and paths: checked
     contract = contract_for(channel)
     manifest = Manifest(channel=channel, dt=day, contract_version=contract.version)
     with _connection(settings) as con:
@@ -135,7 +134,7 @@ def _resolve_good_rows(con, settings: Settings, contract: Contract, day: str) ->
         create table resolved as
         with good as (
             select * exclude (reason, detail, raw_line, unknown_fields),
-                {user_key_sql(contract.account)} as user_key,
+                {settings.pseudonym_chain.sql(contract.account)} as user_key,
                 row_number() over (partition by event_id order by source_file, line_no) > 1 as repeated
             from checked where reason is null
         )
@@ -147,7 +146,7 @@ def _resolve_good_rows(con, settings: Settings, contract: Contract, day: str) ->
                 else 'kept'
             end as outcome
         from good
-    """, hmac_parameters(settings.pseudonym_secret))
+    """, settings.pseudonym_chain.parameters())
 
 
 def _load_consenting_users(con, settings: Settings, day: str) -> None:
@@ -169,7 +168,7 @@ def latest_consent_sql(settings: Settings, day: str) -> str:
     return f"""
         select user_key, consent_given, dt
         from read_parquet({literal(f"{consent}/*/{PART_FILE}")}, hive_partitioning = true)
-        where dt <= date '{day}'
+        where dt <= {literal(date.fromisoformat(day).isoformat())}::date
         qualify row_number() over (partition by user_key order by event_ts desc, event_id desc) = 1"""
 
 
@@ -213,14 +212,14 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
 
 def _write_quarantine(con, settings: Settings, manifest: Manifest, contract: Contract) -> None:
     """Refused lines with their identifiers masked, or sealed when they have no fields to mask."""
-    masked = quarantine.masked_line_sql(contract, "raw_line")
+    masked = quarantine.masked_line_sql(contract, "raw_line", settings.pseudonym_chain)
     con.execute(f"""
         create table rejected as
         select source_file, line_no, reason, detail, masked_line,
             case when masked_line is null then raw_line end as sealed_line
         from (select *, {masked} as masked_line from checked where reason is not null)
         order by source_file, line_no
-    """, hmac_parameters(settings.pseudonym_secret))
+    """, settings.pseudonym_chain.parameters())
     rejected = con.sql("select * from rejected order by source_file, line_no").to_arrow_reader(_BATCH_ROWS)
     sealer = quarantine.Sealer(settings.pseudonym_secret)
     sealed = (quarantine.seal_batch(batch, sealer, manifest.channel, manifest.dt) for batch in rejected)

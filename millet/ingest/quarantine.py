@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from pathlib import Path
 
 import pyarrow as pa
 
 from millet.contracts.base import Contract
-from millet.ingest.pseudonymise import user_key_sql
+from millet.ingest.pseudonymise import KeyChain
 from millet.sqltext import ident, literal
 
 SCHEMA = pa.schema(
@@ -29,6 +30,8 @@ SCHEMA = pa.schema(
      ("detail", pa.string()), ("masked_line", pa.string()), ("sealed_line", pa.binary())]
 )
 SEALED_SUFFIX = ".sealed"
+# A masked line's user_key, in three groups (before, the key, after): for erasure and key rotation.
+MASKED_USER_KEY = re.compile(r'("user_key"\s*:\s*")([0-9a-f]{32})(")')
 _SEAL_KEY_CONTEXT = b"millet quarantine seal v1"
 
 
@@ -37,14 +40,14 @@ def mask_sql(value: str) -> str:
     return f"regexp_replace(regexp_replace({value}, '[0-9]', '9', 'g'), '[A-Za-z]', 'x', 'g')"
 
 
-def masked_line_sql(contract: Contract, line: str) -> str:
+def masked_line_sql(contract: Contract, line: str, chain: KeyChain) -> str:
     """SQL: VARCHAR `line` (a refused line) with each identifier field replaced by its rule, or NULL when
-    the line is not a JSON object. Needs the HMAC parameters of `user_key_sql`."""
+    the line is not a JSON object. Needs `chain.parameters()`."""
     patch = []
     for name in contract.raw_identifiers:
         value = f"({line} ->> {literal('$.' + ident(name))})"
         if name == contract.account:
-            patch += [literal(name), "null", literal("user_key"), user_key_sql(value)]
+            patch += [literal(name), "null", literal("user_key"), chain.sql(value)]
         else:
             patch += [literal(name), mask_sql(value)]
     # CASE, not AND: DuckDB evaluates both sides of AND, and json_type raises on broken JSON. A key the

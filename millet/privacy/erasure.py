@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from millet.ingest import ingest_channel_day
 from millet.ingest.bronze import latest_consent_sql
 from millet.ingest.partition import PART_FILE
-from millet.ingest.pseudonymise import user_keys
 from millet.privacy.zones import Scope, purge
 from millet.settings import Settings, get_settings
+from millet.sqltext import literal
 
 TOMBSTONES = pa.schema([("user_key", pa.string()), ("requested_on", pa.date32()), ("source", pa.string())])
 REQUEST = pa.schema([("user_key", pa.string()), ("requested_at", pa.timestamp("us", tz="UTC")),
@@ -37,7 +37,7 @@ def forget(account_ids: list[str], settings: Settings | None = None) -> list[str
     """Queue the erasure of these accounts for the next nightly run; returns their user_keys. The account
     ids are hashed first: only the user_keys are written."""
     settings = settings or get_settings()
-    keys = user_keys(account_ids, settings.pseudonym_secret)
+    keys = settings.pseudonym_chain.user_keys(account_ids)
     now = datetime.now(UTC)
     table = pa.table({"user_key": keys, "requested_at": [now] * len(keys),
                       "source": ["millet forget"] * len(keys)}, schema=REQUEST)
@@ -107,7 +107,7 @@ def _withdrawals(day: date, settings: Settings) -> set[str]:
         return set()
     with duckdb.connect() as con:
         rows = con.sql(f"select user_key from ({latest_consent_sql(settings, str(day))}) "
-                       f"where not consent_given and dt = date '{day}'").fetchall()
+                       f"where not consent_given and dt = {literal(day.isoformat())}::date").fetchall()
     return {key for (key,) in rows}
 
 

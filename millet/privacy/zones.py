@@ -28,7 +28,6 @@ from millet.settings import Settings
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
 ERASED = b"[erased]"
-_MASKED_KEY = re.compile(r'"user_key"\s*:\s*"([0-9a-f]+)"')
 _ACCOUNT = re.compile(r'"account_id"\s*:\s*"([^"]+)"')
 
 
@@ -127,7 +126,7 @@ def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
 
 
 def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int:
-    from millet.serving.online_store import PackedOnlineStore, string_entity_keys
+    from millet.serving.online.stores import PackedOnlineStore, string_entity_keys
     from millet.serving.store import open_store
 
     if not (settings.feast_dir / "registry.db").exists():
@@ -147,20 +146,19 @@ def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int
 
 
 def _purge_quarantine(keys: set[str], settings: Settings) -> int:
-    from millet.ingest.pseudonymise import user_keys
-    from millet.ingest.quarantine import Sealer, unseal_file, unsealed_lines
+    from millet.ingest.quarantine import MASKED_USER_KEY, Sealer, unseal_file, unsealed_lines
 
     sealer, removed = Sealer(settings.pseudonym_secret), 0
 
     def names_them(text: str) -> bool:
         accounts = _ACCOUNT.findall(text)
-        return bool(accounts) and bool(keys & set(user_keys(accounts, settings.pseudonym_secret)))
+        return bool(accounts) and bool(keys & set(settings.pseudonym_chain.user_keys(accounts)))
 
     for path in sorted(settings.quarantine_dir.glob("*/dt=*/*.parquet")):
         channel, day = path.parent.parent.name, path.parent.name.removeprefix("dt=")
         table = pq.read_table(path)
         opened = unsealed_lines(table, sealer, channel, day)
-        drop = [(masked is not None and any(k in keys for k in _MASKED_KEY.findall(masked)))
+        drop = [(masked is not None and any(m[2] in keys for m in MASKED_USER_KEY.finditer(masked)))
                 or (line is not None and names_them(line))
                 for masked, line in zip(table.column("masked_line").to_pylist(), opened, strict=True)]
         if any(drop):

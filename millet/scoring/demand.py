@@ -28,6 +28,7 @@ from millet.scoring.labels import NoLabels
 from millet.scoring.metrics import ranking
 from millet.serving.store import snapshot_timestamp
 from millet.settings import Settings
+from millet.sqltext import literal
 
 MODEL = "financial_demand"
 SERVICE = "financial_demand_v1"
@@ -63,7 +64,7 @@ def _day_labels(con, day: date, settings: Settings) -> pd.DataFrame:
             order by md5(user_key || $day) limit {DEMAND_USERS_PER_DAY}
         ),
         applied as (
-            select distinct user_key from read_parquet('{loans}')
+            select distinct user_key from read_parquet({literal(str(loans))})
             where event_type = 'application' and event_ts > $opens and event_ts <= $closes
         )
         select u.user_key, $opens::timestamptz as event_timestamp,

@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 from millet.feature_spec import families
 from millet.scoring.labels import NoLabels
 from millet.serving.definitions import service_features
-from millet.serving.training import training_table
+from millet.serving.offline.training import training_table
 from millet.settings import Settings
+from millet.sqltext import literal
 from millet.transform import snapshot_path
 
 GBM_PARAMS = {
@@ -101,5 +102,5 @@ def first_snapshot_day(settings: Settings) -> str:
 
 def day_users_sql(day: date, settings: Settings) -> str:
     """SQL for the users of a day's snapshots: everyone with a row in any family's."""
-    return " union ".join(f"select user_key from read_parquet('{snapshot_path(fam.name, day, settings)}')"
-                          for fam in families())
+    paths = (literal(str(snapshot_path(fam.name, day, settings))) for fam in families())
+    return " union ".join(f"select user_key from read_parquet({path})" for path in paths)

@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from millet.settings import Settings
+from millet.sqltext import literal
 
 # As the simulator defines it (millet/simulate/loans.py): 90+ days past due within 6 months.
 DEFAULT_LABEL = "defaulted"
@@ -36,13 +37,13 @@ def loan_outcomes(settings: Settings) -> pd.DataFrame:
         return con.sql(f"""
             with applications as (
                 select loan_id, any_value(user_key) as user_key, min(event_ts) as applied_at
-                from read_parquet('{_files(bronze)}')
+                from read_parquet({literal(_files(bronze))})
                 where event_type = 'application'
                 group by loan_id
             )
             select a.user_key, a.applied_at as event_timestamp, t.loan_id,
                    t.defaulted::int as {DEFAULT_LABEL}, t.pd as {ORACLE}
-            from read_parquet('{_files(truth)}') as t
+            from read_parquet({literal(_files(truth))}) as t
             join applications as a using (loan_id)
             order by event_timestamp, t.loan_id
         """).df()

@@ -28,6 +28,7 @@ from millet.scoring.credit_risk import loan_rows
 from millet.scoring.fitting import rows_with_features
 from millet.scoring.labels import DEFAULT_LABEL
 from millet.settings import Settings
+from millet.sqltext import literal
 
 MODEL = "repayment_ability"
 SERVICE = "repayment_ability_v1"
@@ -113,7 +114,7 @@ def _first_instalments(settings: Settings) -> pd.Series:
     loans = settings.bronze_dir / "loans" / "dt=*" / "*.parquet"
     with duckdb.connect(config=settings.duckdb_config()) as con:
         frame = con.execute(f"""
-            select loan_id, arg_min(amount, event_ts) as instalment from read_parquet('{loans}')
+            select loan_id, arg_min(amount, event_ts) as instalment from read_parquet({literal(str(loans))})
             where event_type = 'repayment' group by loan_id
         """).df()
     return frame.set_index("loan_id")["instalment"]

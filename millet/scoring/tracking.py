@@ -27,9 +27,10 @@ from millet.scoring import demand, repayment
 from millet.scoring.credit_risk import SERVICE as RISK_SERVICE
 from millet.scoring.decisions import ServedModel, annual_rate, offered_line, served_model
 from millet.scoring.fitting import day_users_sql, feature_matrix
+from millet.serving.offline.training import training_table
 from millet.serving.store import snapshot_timestamp
-from millet.serving.training import training_table
 from millet.settings import Settings, get_settings
+from millet.sqltext import literal
 from millet.transform import as_of_date, snapshot_path
 
 EARLY_WARNING = "early_warning"
@@ -105,7 +106,7 @@ def _open_loans(day: date, settings: Settings) -> pd.DataFrame:
     with duckdb.connect(config=settings.duckdb_config()) as con:
         return con.execute(f"""
             select user_key, {SINCE_APPLICATION}::double as since, {PAST_DUE}::double as past_due
-            from read_parquet('{snapshot_path("credit", day, settings)}')
+            from read_parquet({literal(str(snapshot_path('credit', day, settings)))})
             where {OPEN_LOANS} > 0 order by user_key
         """).df()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from millet.settings import Settings, get_settings
 
 DEFAULT_SERVICE = "credit_risk_v1"
-OFFLINE_STORE = "millet.serving.offline_store.AsofDuckDBOfflineStore"  # as in features/feature_store*.yaml
+OFFLINE_STORE = "millet.serving.offline.asof.AsofDuckDBOfflineStore"  # as in features/feature_store*.yaml
 
 
 def store_yaml(settings: Settings) -> Path:

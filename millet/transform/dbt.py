@@ -24,6 +24,7 @@ from millet.feature_spec import families
 from millet.ingest.partition import PART_FILE, partition_dir, remove_partitions_before
 from millet.privacy.erasure import ensure_tombstones
 from millet.settings import Settings, get_settings
+from millet.sqltext import literal
 
 
 class TransformFailed(RuntimeError):
@@ -173,7 +174,7 @@ def state_differences(left: Path, right: Path, settings: Settings) -> int:
     """Rows of one state file not in the other, both ways (as multisets)."""
     import duckdb
 
-    a, b = f"read_parquet('{left}')", f"read_parquet('{right}')"
+    a, b = f"read_parquet({literal(str(left))})", f"read_parquet({literal(str(right))})"
     with duckdb.connect(config=settings.duckdb_config()) as con:
         return con.execute(f"select count(*) from ((from {a} except all from {b}) "
                        f"union all (from {b} except all from {a}))").fetchone()[0]

@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from millet.serving import open_store
+from millet.serving.offline.training import training_table
 from millet.serving.store import publish_features
-from millet.serving.training import training_table
 from tests.e2e.conftest import DAYS
 from tests.e2e.test_serving import REDIS_DB, drop_project, sampled_users
 from tests.pii import emitted_identifiers, scan_files, scan_for, scan_redis, summary

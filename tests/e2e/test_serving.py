@@ -22,8 +22,8 @@ import requests
 
 from millet.feature_spec import all_features, families
 from millet.serving import open_store
+from millet.serving.offline.training import training_set
 from millet.serving.store import materialize_day, publish_features, store_over
-from millet.serving.training import training_set
 from millet.transform import snapshot_path
 from tests.e2e.conftest import DAYS
 from tests.e2e.processes import free_port, health, millet_serve, poll, stop_process
@@ -31,9 +31,9 @@ from tests.e2e.processes import free_port, health, millet_serve, poll, stop_proc
 SERVICES = ("credit_risk_v1", "repayment_ability_v1", "financial_demand_v1")
 REDIS_DB = 9  # the tests' own Redis database; every key they write is removed after them
 STOCK = {"sqlite": {"type": "sqlite"}, "redis": {"type": "redis"}}
-PACKED = {"sqlite": {"type": "millet.serving.online_store.PackedSqliteOnlineStore"},
-          "redis": {"type": "millet.serving.online_store.PackedRedisOnlineStore"}}
-MILLET_ENGINE = {"type": "millet.serving.engine.SnapshotMaterializationEngine"}
+PACKED = {"sqlite": {"type": "millet.serving.online.stores.PackedSqliteOnlineStore"},
+          "redis": {"type": "millet.serving.online.stores.PackedRedisOnlineStore"}}
+MILLET_ENGINE = {"type": "millet.serving.online.engine.SnapshotMaterializationEngine"}
 
 
 def snapshot_values(day: str, user_keys: list[str]) -> dict[str, dict[str, object]]:

@@ -46,8 +46,8 @@ from millet.scoring.tracking import EARLY_WARNING, PRE_APPROVAL, list_path
 from millet.serving import open_store
 from millet.serving.api.server import OnlineReader, Scorer
 from millet.serving.definitions import service_features
+from millet.serving.offline.training import training_table
 from millet.serving.store import snapshot_timestamp
-from millet.serving.training import training_table
 from millet.settings import Settings
 from millet.transform import snapshot_path
 from tests.chromium import render

@@ -252,7 +252,7 @@ def _task_states(settings: Settings, day: str) -> dict[str, str | None]:
 def _views_online(settings: Settings, day: str) -> tuple[int, int]:
     """(feature views whose online rows carry the day's snapshot timestamp, feature views); nothing while
     a frozen run holds the database locked."""
-    from millet.serving.online_store import HEADER, PackedSqliteOnlineStore
+    from millet.serving.online.stores import HEADER, PackedSqliteOnlineStore
     from millet.serving.store import snapshot_timestamp
 
     stamp = struct.pack("<q", int(snapshot_timestamp(day).timestamp()) * 1_000_000)

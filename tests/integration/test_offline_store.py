@@ -19,9 +19,9 @@ from feast.data_format import ParquetFormat
 from feast.infra.offline_stores.ibis import IbisRetrievalJob
 from feast.types import Float32, Int32
 
-from millet.serving.offline_store import MAX_RUNS, AsofRetrievalJob, in_row_order
+from millet.serving.offline.asof import MAX_RUNS, AsofRetrievalJob, in_row_order
+from millet.serving.offline.training import in_label_order
 from millet.serving.store import OFFLINE_STORE
-from millet.serving.training import in_label_order
 
 TTL = timedelta(days=2)
 DAY1, DAY2 = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)

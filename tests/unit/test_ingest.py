@@ -273,10 +273,38 @@ def test_a_blank_line_is_no_record_and_line_numbers_are_the_files_own(settings):
 def test_the_sql_user_key_is_rfc_2104_hmac_for_keys_of_any_length(secret):
     import duckdb
 
-    from millet.ingest.pseudonymise import hmac_parameters, user_key_sql
+    from millet.ingest.pseudonymise import KeyChain
 
     accounts = ["A000000042", "A000000043", "ü-unicode"]
+    chain = KeyChain([secret])
     con = duckdb.connect()
-    got = con.execute(f"select {user_key_sql('a')} from unnest($accounts) as t(a)",
-                      {"accounts": accounts, **hmac_parameters(secret)}).fetchall()
+    got = con.execute(f"select {chain.sql('a')} from unnest($accounts) as t(a)",
+                      {"accounts": accounts, **chain.parameters()}).fetchall()
     assert [key for (key,) in got] == [hmac_key(a, secret) for a in accounts]
+
+
+def test_a_key_chain_hashes_each_link_over_the_last(tmp_path):
+    """Mutation: ingestion hashing with the newest key alone (what a rotation re-keyed would not match)."""
+    from millet.ingest.pseudonymise import KeyChain
+
+    accounts = ["A000000042", "A000000043"]
+    chained = KeyChain([TEST_KEY, b"second", b"third"]).user_keys(accounts)
+    assert chained == [hmac_key(hmac_key(hmac_key(a, TEST_KEY), b"second"), b"third") for a in accounts]
+
+
+def test_names_that_reach_sql_are_checked_or_quoted(settings, tmp_path):
+    """Mutations: the day put into SQL unchecked (ingestion's, and the consent lookup's), and a path
+    pasted between quotes instead of quoted (a data root with an apostrophe broke the SQL)."""
+    import pyarrow as pa
+
+    from millet.transform.dbt import state_differences
+
+    with pytest.raises(ValueError):
+        ingest_channel_day("consent", "2026-01-01' or true --", settings)
+    with pytest.raises(KeyError):
+        ingest_channel_day("consent; drop table x", "2026-01-01", settings)
+    odd = tmp_path / "o'brien's data"
+    odd.mkdir()
+    pq.write_table(pa.table({"a": [1, 2]}), odd / "x.parquet")
+    pq.write_table(pa.table({"a": [2, 3]}), odd / "y.parquet")
+    assert state_differences(odd / "x.parquet", odd / "y.parquet", settings) == 2

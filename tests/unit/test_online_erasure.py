@@ -3,7 +3,7 @@
 from feast import RepoConfig
 
 from millet.serving.definitions import feature_views
-from millet.serving.online_store import PackedSqliteOnlineStore, string_entity_keys
+from millet.serving.online.stores import PackedSqliteOnlineStore, string_entity_keys
 
 GONE, KEPT = "erase-me-5f1c2a9e0d7b4c3a", "keep-me-8a7b6c5d4e3f2a1b"
 
@@ -13,7 +13,7 @@ def test_deleted_records_leave_no_bytes_behind(tmp_path):
     secure_delete would keep the bytes in the freed cell, but Debian's SQLite has it on by default, so that
     mutation passes here.)"""
     config = RepoConfig(project="p", provider="local", registry=str(tmp_path / "registry.db"),
-                        online_store={"type": "millet.serving.online_store.PackedSqliteOnlineStore",
+                        online_store={"type": "millet.serving.online.stores.PackedSqliteOnlineStore",
                                       "path": str(tmp_path / "online.db")},
                         entity_key_serialization_version=3, repo_path=str(tmp_path))
     store, view = PackedSqliteOnlineStore(), feature_views()[0]

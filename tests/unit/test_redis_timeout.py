@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from millet.serving import online_store
+from millet.serving.online import stores as online_store
 
 
 def test_a_redis_that_never_answers_fails_the_read_within_the_timeout(monkeypatch):

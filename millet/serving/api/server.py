@@ -26,7 +26,7 @@ from functools import cached_property
 from millet.scoring.decisions import SERVICES, Decision, NoModel, ServedModel, decide, served_model
 from millet.serving.api.audit import AuditLog
 from millet.serving.api.auth import NOBODY, Guard, Refused, check_exposure
-from millet.serving.online_store import PackedOnlineStore, decode_record, string_entity_keys
+from millet.serving.online.stores import PackedOnlineStore, decode_record, string_entity_keys
 from millet.settings import Settings
 
 MAX_ENTITIES = 1_000

@@ -2,7 +2,7 @@
 
 Feast's local engine turns every value into a Python protobuf and every row into a dict before the online
 store sees it. This engine reads the feature view's snapshot rows with DuckDB, packs each batch's rows
-into serialized Feast Values with numpy (millet.serving.rowcodec) and hands the records to the store in
+into serialized Feast Values with numpy (millet.serving.online.rowcodec) and hands the records to the store in
 one bulk write. Named in feature_store.yaml as `batch_engine`; `FeatureStore.materialize` drives it.
 """
 
@@ -21,20 +21,20 @@ from feast.infra.compute_engines.base import ComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.repo_config import FeastConfigBaseModel
 
-from millet.serving.online_store import (
+from millet.serving.online.rowcodec import pack_columns
+from millet.serving.online.stores import (
     PackedOnlineStore,
     layout_digest,
     layout_of,
     record,
     string_entity_keys,
 )
-from millet.serving.rowcodec import pack_columns
 from millet.sqltext import ident, literal
 
 
 class SnapshotMaterializationEngineConfig(FeastConfigBaseModel):
-    type: Literal["millet.serving.engine.SnapshotMaterializationEngine"] = (
-        "millet.serving.engine.SnapshotMaterializationEngine"
+    type: Literal["millet.serving.online.engine.SnapshotMaterializationEngine"] = (
+        "millet.serving.online.engine.SnapshotMaterializationEngine"
     )
     batch_rows: int = 20_000
     """Rows packed and written at a time: memory is about batch_rows × features × 7 bytes, twice."""

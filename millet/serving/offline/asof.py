@@ -13,7 +13,7 @@ this join would not be exact: an entity frame given as SQL, sources other than l
 mappings, created-timestamp tie-breaks, on-demand views. Chosen in feature_store.yaml:
 
     offline_store:
-      type: millet.serving.offline_store.AsofDuckDBOfflineStore
+      type: millet.serving.offline.asof.AsofDuckDBOfflineStore
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ MAX_RUNS = 10_000  # beyond this many ascending runs, sorting the rows beats sti
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    type: str = "millet.serving.offline_store.AsofDuckDBOfflineStore"
+    type: str = "millet.serving.offline.asof.AsofDuckDBOfflineStore"
 
 
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):

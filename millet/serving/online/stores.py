@@ -3,12 +3,12 @@
 Feast's own SQLite store keeps one row per feature per entity, and its Redis store one hash field per
 feature, so a snapshot of 1,251 features × 50,000 users is 62 million writes, each built from a
 Python protobuf. Here a feature view's row is a single record, written for a whole batch at once by
-`millet.serving.engine` and read back with one protobuf parse. Both stores are ordinary Feast online
+`millet.serving.online.engine` and read back with one protobuf parse. Both stores are ordinary Feast online
 stores named in feature_store.yaml: `FeatureStore.get_online_features` reads them as it reads any
 other, and Feast's own per-row `online_write_batch` path works too.
 
 Record: layout digest (8 bytes) + event timestamp (µs since the epoch, int64 little-endian) + the packed
-row (millet.serving.rowcodec). The layout, the feature names in packed order, is stored once per
+row (millet.serving.online.rowcodec). The layout, the feature names in packed order, is stored once per
 digest, so a feature view whose schema changes never has old rows read with new names.
 """
 
@@ -33,7 +33,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import StrictStr
 
-from millet.serving.rowcodec import pack_values, unpack_row
+from millet.serving.online.rowcodec import pack_values, unpack_row
 
 HEADER = struct.Struct("<8sq")
 _LENGTH = struct.Struct("<I")
@@ -165,8 +165,8 @@ def _positions(layout: Layout, requested: tuple[str, ...] | None) -> tuple[tuple
 
 # ---- SQLite: the embedded default -------------------------------------------------------------------
 class PackedSqliteOnlineStoreConfig(FeastConfigBaseModel):
-    type: Literal["millet.serving.online_store.PackedSqliteOnlineStore"] = (
-        "millet.serving.online_store.PackedSqliteOnlineStore"
+    type: Literal["millet.serving.online.stores.PackedSqliteOnlineStore"] = (
+        "millet.serving.online.stores.PackedSqliteOnlineStore"
     )
     path: StrictStr = "online.db"
 
@@ -257,8 +257,8 @@ class _transaction:
 
 # ---- Redis: the service path ------------------------------------------------------------------------
 class PackedRedisOnlineStoreConfig(FeastConfigBaseModel):
-    type: Literal["millet.serving.online_store.PackedRedisOnlineStore"] = (
-        "millet.serving.online_store.PackedRedisOnlineStore"
+    type: Literal["millet.serving.online.stores.PackedRedisOnlineStore"] = (
+        "millet.serving.online.stores.PackedRedisOnlineStore"
     )
     connection_string: StrictStr = "127.0.0.1:6379,db=0"
     key_prefix: StrictStr = "millet"

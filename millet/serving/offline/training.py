@@ -4,7 +4,7 @@ Each label row (user_key, timestamp, label) gets the features of the latest snap
 before its timestamp (and within the feature view's TTL): what the lender knew at that moment, never
 what it learnt later.
 
-    from millet.serving.training import training_set
+    from millet.serving.offline.training import training_set
     frame = training_set("labels.parquet", service="credit_risk_v1")
 """
 
