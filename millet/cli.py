@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -240,6 +242,26 @@ def forget(
         typer.echo(key)
     typer.echo(f"queued under {settings.erasure_dir / 'requests'}: erased from every zone by the next "
                "nightly run (see README, Security and privacy)", err=True)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def feast(ctx: typer.Context) -> None:
+    """Feast's own CLI on the feature repository, configured from the settings in force (data root,
+    online store): `millet feast feature-services list`, `millet feast ui`. In features/ with the default
+    settings, plain `feast` does the same."""
+    import subprocess
+
+    from millet.serving.store import feature_store_yaml
+
+    settings = get_settings()
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    config = settings.feast_dir / "feature_store.yaml"
+    config.write_text(feature_store_yaml(settings, relative=False))
+    command = [str(Path(sys.executable).with_name("feast")), "-c", str(settings.feature_repo_dir),
+               "-f", str(config), *ctx.args]
+    # The repository's definitions read the settings as MILLET_* variables, as Airflow's tasks do.
+    env = {**os.environ, **settings.environ(), **settings.millet_environ()}
+    raise typer.Exit(subprocess.run(command, env=env).returncode)
 
 
 @app.command(name="rotate-key")

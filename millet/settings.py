@@ -330,7 +330,7 @@ class Settings(BaseSettings):
                 "disabled_optimizers": self.duckdb_disabled_optimizers, **overrides}
 
     def environ(self) -> dict[str, str]:
-        """Environment for dbt (`env_var`) and Feast (`${VAR}`); Settings itself never reads these."""
+        """Environment for dbt (`env_var`); Settings itself never reads these."""
         return {
             "MILLET_BRONZE_DIR": str(self.bronze_dir),
             "MILLET_SNAPSHOTS_DIR": str(self.snapshots_dir),
@@ -341,11 +341,6 @@ class Settings(BaseSettings):
             "MILLET_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "MILLET_DUCKDB_THREADS": str(self.duckdb_threads),
             "MILLET_DUCKDB_DISABLED_OPTIMIZERS": self.duckdb_disabled_optimizers,
-            "MILLET_FEAST_PROJECT": self.project,
-            "MILLET_FEAST_REGISTRY": str(self.feast_dir / "registry.db"),
-            "MILLET_FEAST_ONLINE_STORE": self.online_store,
-            "MILLET_FEAST_SQLITE_PATH": str(self.feast_dir / "online.db"),
-            "MILLET_FEAST_REDIS_URL": self.redis_url,
             "GX_ANALYTICS_ENABLED": "False",  # no phoning home from a credit pipeline
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         }

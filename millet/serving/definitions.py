@@ -98,7 +98,7 @@ class ServiceSpec:
     readers: tuple[str, ...]  # the roles (of the lender's identity provider) that may read it online
 
 
-# Roles, as the lender's identity provider issues them (millet/serving/access.py turns them into Feast
+# Roles, as the lender's identity provider issues them (`permissions()` below turns them into Feast
 # permissions): credit decisions read what their models need, marketing only what says who wants credit,
 # model teams everything (also feature by feature), operators apply and load the store.
 CREDIT_DECISIONS, MARKETING, MODEL_TEAMS, OPERATORS = ("credit-decisions", "marketing", "model-teams",

@@ -5,7 +5,7 @@ Feast's own FileRegistryStore truncates registry.db and writes the new registry 
 between the two (a publish SIGKILLed mid-materialization) leaves bytes no later run can parse, and every
 publish after it fails with DecodeError until someone deletes the file. This store writes beside the
 registry and renames into place, as millet.ingest.partition does for bronze. Named in
-features/feature_store*.yaml as the registry's `registry_store_type`.
+Millet's Feast configuration (millet.serving.store.feast_config) as the registry's `registry_store_type`.
 """
 
 from __future__ import annotations

@@ -11,12 +11,57 @@ from pathlib import Path
 from millet.settings import Settings, get_settings
 
 DEFAULT_SERVICE = "credit_risk_v1"
-OFFLINE_STORE = "millet.serving.offline.asof.AsofDuckDBOfflineStore"  # as in features/feature_store*.yaml
+REGISTRY_STORE = "millet.serving.registry_store.AtomicFileRegistryStore"
+ONLINE_STORES = {"sqlite": "millet.serving.online.stores.PackedSqliteOnlineStore",
+                 "redis": "millet.serving.online.stores.PackedRedisOnlineStore"}
+BATCH_ENGINE = "millet.serving.online.engine.SnapshotMaterializationEngine"
+OFFLINE_STORE = "millet.serving.offline.asof.AsofDuckDBOfflineStore"
+YAML_HEADER = """\
+# Generated from Millet's settings at their defaults (millet.serving.store.feast_config): edit those, not
+# this file. It is here for Feast's own CLI in this folder (`feast feature-views list`, `feast apply`, ...),
+# which then reads the default data root (../.millet). For other settings (another data root, Redis), run
+# `millet feast <command>`, which hands Feast this configuration for the settings in force.
+"""
 
 
-def store_yaml(settings: Settings) -> Path:
-    suffix = "" if settings.online_store == "sqlite" else f".{settings.online_store}"
-    return settings.feature_repo_dir / f"feature_store{suffix}.yaml"
+def feast_config(settings: Settings, relative_to: Path | None = None) -> dict:
+    """Millet's Feast configuration: the one source of every FeatureStore Millet opens and of
+    features/feature_store.yaml. Paths are absolute, or relative to `relative_to` (Feast takes a relative
+    path from the repository folder)."""
+    def where(path: Path) -> str:
+        return os.path.relpath(path, relative_to) if relative_to else str(path)
+
+    online: dict = {"type": ONLINE_STORES[settings.online_store]}
+    if settings.online_store == "sqlite":
+        online["path"] = where(settings.feast_dir / "online.db")
+    else:
+        online["connection_string"] = settings.redis_url
+    return {
+        "project": settings.project,
+        "provider": "local",
+        # Replaced whole on each write: a killed publish never leaves half a registry.
+        "registry": {"path": where(settings.feast_dir / "registry.db"),
+                     "registry_store_type": REGISTRY_STORE},
+        # One packed record per user per feature view, written by Millet's batch engine.
+        "online_store": online,
+        "batch_engine": {"type": BATCH_ENGINE},
+        "offline_store": {"type": OFFLINE_STORE},  # point-in-time joins as DuckDB ASOF joins
+        "entity_key_serialization_version": 3,
+    }
+
+
+def repo_config(settings: Settings):
+    from feast import RepoConfig
+
+    return RepoConfig(repo_path=settings.feature_repo_dir, **feast_config(settings))
+
+
+def feature_store_yaml(settings: Settings, relative: bool = True) -> str:
+    """feature_store.yaml for these settings (paths relative to features/, or absolute)."""
+    import yaml
+
+    config = feast_config(settings, settings.feature_repo_dir if relative else None)
+    return YAML_HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
 def open_store(settings: Settings | None = None):
@@ -25,23 +70,21 @@ def open_store(settings: Settings | None = None):
     settings = settings or get_settings()
     settings.export()
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(settings.feature_repo_dir), fs_yaml_file=store_yaml(settings))
+    return FeatureStore(repo_path=str(settings.feature_repo_dir), config=repo_config(settings))
 
 
 def apply_registry(settings: Settings | None = None) -> None:
     """What `feast apply` does, on the repository in features/ (adds, updates and removes objects)."""
-    from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
     settings = settings or get_settings()
     settings.export()
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     repo = settings.feature_repo_dir
-    config = load_repo_config(repo, store_yaml(settings))
     if str(repo) not in sys.path:
         sys.path.append(str(repo))  # as `feast apply` does: the repo's files import as top-level modules
     with _restore_cwd():
-        apply_total(config, repo, skip_source_validation=False)
+        apply_total(repo_config(settings), repo, skip_source_validation=False)
 
 
 def publish_features(day: str | date, settings: Settings | None = None) -> dict:
@@ -99,3 +142,4 @@ def _restore_cwd():
         yield
     finally:
         os.chdir(cwd)
+
