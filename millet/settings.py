@@ -316,7 +316,7 @@ class Settings(BaseSettings):
         if self.rotation_key_path.exists():
             raise RuntimeError(f"a pseudonymisation key rotation is unfinished ({self.rotation_key_path}): "
                                "run `millet rotate-key` again to finish it before anything else")
-        return KeyChain(_read_or_create_keyring(self.keyring_path))
+        return KeyChain(read_or_create_keyring(self.keyring_path))
 
     @property
     def pseudonym_secret(self) -> bytes:
@@ -418,7 +418,7 @@ def write_private(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def _read_or_create_keyring(path: Path) -> list[bytes]:
+def read_or_create_keyring(path: Path) -> list[bytes]:
     if path.exists():
         return read_keyring(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -430,6 +430,8 @@ def _read_or_create_keyring(path: Path) -> list[bytes]:
         return read_keyring(path)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())  # a rotation's next key must outlive a crash before it is used
     return [key]
 
 

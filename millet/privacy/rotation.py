@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +39,7 @@ from millet.ingest.pseudonymise import KeyChain
 from millet.ingest.quarantine import MASKED_USER_KEY as _MASKED_KEY
 from millet.ingest.quarantine import SEALED_SUFFIX, Sealer, line_place
 from millet.privacy.zones import TEXT_SUFFIXES
-from millet.settings import Settings, read_keyring, write_private
+from millet.settings import Settings, read_keyring, read_or_create_keyring, write_private
 
 _KEY = rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])"  # a user_key as it appears in text
 _WAREHOUSE_MARKER = "millet_rotation_applied"
@@ -56,7 +55,7 @@ def rotate_key(settings: Settings, on_rewrite: Rewrite | None = None) -> dict:
     if not settings.keyring_path.exists():
         raise FileNotFoundError(f"no keyring at {settings.keyring_path}: nothing was pseudonymised yet")
     started, keys = time.perf_counter(), read_keyring(settings.keyring_path)
-    new = _next_key(settings)
+    new = read_or_create_keyring(settings.rotation_key_path)[0]
     work = settings.root / "rotation"
     summary = {"files": 0, "warehouse_tables": 0, "republished_day": None}
     if keys[-1] != new:  # else: everything was done, and only the clean-up below was interrupted
@@ -71,20 +70,6 @@ def rotate_key(settings: Settings, on_rewrite: Rewrite | None = None) -> dict:
     settings.rotation_key_path.unlink(missing_ok=True)
     return summary | {"keys_in_chain": len(read_keyring(settings.keyring_path)),
                       "seconds": round(time.perf_counter() - started, 1)}
-
-
-def _next_key(settings: Settings) -> bytes:
-    path = settings.rotation_key_path
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_keyring(path)[0]
-    key = secrets.token_hex(32).encode()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return key
 
 
 class Journal:
