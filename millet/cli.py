@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from datetime import date, timedelta
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Annotated
 
@@ -62,18 +63,28 @@ def run(
                                               "and compare it with the rolled one.")] = False,
 ) -> None:
     """One run of the millet_nightly DAG through Airflow for a logical date."""
+    settings, day = get_settings(), _date(date_)
+    _night(day, settings, rebase=rebase)
+    typer.echo(f"dbt's log: {settings.root / 'dbt' / 'logs' / 'dbt.log'}")
+
+
+def _night(day: date, settings, rebase: bool = False) -> None:
+    """Run the night, then print one line for it and one per stage; on failure, where to look."""
+    import time
+
     from millet.alerts import alert_log, report_path
     from millet.orchestrate import DagRunFailed, run_dag, run_log
+    from millet.reporting import night_lines
 
-    settings, day = get_settings(), _date(date_)
-    quality = f"quality report: {report_path(str(day), settings)}; alerts: {alert_log(settings)}"
+    started = time.monotonic()
     try:
         run_dag(day, settings, rebase=rebase)
     except DagRunFailed as exc:
-        _fail(f"{exc}\n{quality}")
-    typer.echo(f"millet_nightly for {day}: success; log: {run_log(day, settings)}")
-    typer.echo(quality)
-    _print_snapshot_size(day, settings)
+        _fail(f"{exc}\nquality report: {report_path(str(day), settings)}; alerts: {alert_log(settings)}")
+    typer.echo(f"millet_nightly {day}: success in {time.monotonic() - started:.0f} s; log (Airflow and "
+               f"the tasks: GX, Feast): {run_log(day, settings)}")
+    for line in night_lines(day, settings):
+        typer.echo(line)
 
 
 @app.command()
@@ -251,17 +262,88 @@ def feast(ctx: typer.Context) -> None:
     settings, plain `feast` does the same."""
     import subprocess
 
+    command, env = _feast_command(get_settings(), ctx.args)
+    raise typer.Exit(subprocess.run(command, env=env).returncode)
+
+
+def _feast_command(settings, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Feast's CLI with Millet's configuration for these settings, and the environment to run it in."""
     from millet.serving.store import feature_store_yaml
 
-    settings = get_settings()
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     config = settings.feast_dir / "feature_store.yaml"
     config.write_text(feature_store_yaml(settings, relative=False))
     command = [str(Path(sys.executable).with_name("feast")), "-c", str(settings.feature_repo_dir),
-               "-f", str(config), *ctx.args]
+               "-f", str(config), *args]
     # The repository's definitions read the settings as MILLET_* variables, as Airflow's tasks do.
-    env = {**os.environ, **settings.environ(), **settings.millet_environ()}
-    raise typer.Exit(subprocess.run(command, env=env).returncode)
+    return command, {**os.environ, **settings.environ(), **settings.millet_environ()}
+
+
+@app.command()
+def docs(
+    serve_: Annotated[bool, typer.Option("--serve", help="Then serve dbt's docs and run Feast's UI on "
+                                                         "loopback until interrupted.")] = False,
+    port: Annotated[int, typer.Option(help="dbt docs' port, with --serve.")] = 8580,
+    feast_port: Annotated[int, typer.Option(help="Feast UI's port, with --serve.")] = 8888,
+) -> None:
+    """The catalog: dbt's docs (lineage from the bronze sources to the feature marts, every column) and
+    Feast's UI (feature views, services, the spec's tags and descriptions)."""
+    from datetime import UTC, datetime
+
+    from millet.transform.dbt import build_docs, latest_build
+
+    settings = get_settings()
+    day = latest_build(datetime.now(UTC).date(), settings)
+    if day is None:
+        _fail("nothing built yet: run `make demo` or `millet run --date ...` first")
+    page = build_docs(day, settings)
+    typer.echo(f"dbt docs (as of {day}): {page}; dbt's log: {settings.root / 'dbt' / 'logs' / 'dbt.log'}")
+    if not serve_:
+        typer.echo("Feast UI: `millet feast ui` (or `feast ui` in features/ at the default settings); "
+                   "both at once: `millet docs --serve`")
+        return
+    _serve_catalog(settings, page, port, feast_port)
+
+
+def _serve_catalog(settings, page: Path, port: int, feast_port: int) -> None:
+    import functools
+    import signal
+    import subprocess
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    command, env = _feast_command(settings, ["ui", "--host", "127.0.0.1", "--port", str(feast_port)])
+    log = settings.docs_dir / "feast-ui.log"
+    handler = functools.partial(_QuietHandler, directory=str(page.parent))
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # a service manager's stop still stops Feast's UI
+    with ThreadingHTTPServer(("127.0.0.1", port), handler) as server, open(log, "ab") as out:
+        ui = subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=settings.feature_repo_dir)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        typer.echo(f"dbt docs: http://127.0.0.1:{port}/{page.name}\n"
+                   f"Feast UI: http://127.0.0.1:{feast_port}/ (log: {log}); Ctrl-C stops both")
+        try:
+            ui.wait()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            ui.terminate()
+            try:
+                ui.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                ui.kill()
+                ui.wait()
+            server.shutdown()
+    if ui.returncode not in (0, -15):
+        _fail(f"the Feast UI exited ({ui.returncode}); see {log}")
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass  # a line per request would bury the two addresses a person needs
 
 
 @app.command(name="rotate-key")
@@ -325,40 +407,29 @@ def score(
 
 @app.command()
 def demo() -> None:
-    """Simulate a small ecosystem, run the nightly DAG for consecutive days, show one user's features."""
-    from millet.alerts import alert_log, report_path
-    from millet.orchestrate import DagRunFailed, run_dag, run_log
+    """Simulate a small ecosystem, run the nightly DAG for consecutive days, show one borrower."""
+    from millet.reporting import profile_lines, sample_borrower
     from millet.simulate import simulate as run_simulation
     from millet.simulate.faults import Faults
 
     # The demo fails fast rather than sit out retry delays, unless told otherwise.
     settings = get_settings()
-    quick = {"airflow_log_level": "WARNING", "task_retries": 0}
-    settings = settings.model_copy(update={k: v for k, v in quick.items()
-                                           if k not in settings.model_fields_set})
+    if "task_retries" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"task_retries": 0})
     days = [settings.demo_start + timedelta(days=i) for i in range(settings.demo_days)]
-    run_simulation(settings.landing_dir, users=settings.demo_users, days=len(days), start=days[0],
-                   seed=settings.seed, faults=Faults.realistic(days[0]), truth_dir=settings.truth_dir)
+    files = run_simulation(settings.landing_dir, users=settings.demo_users, days=len(days), start=days[0],
+                           seed=settings.seed, faults=Faults.realistic(days[0]), truth_dir=settings.truth_dir)
+    typer.echo(f"simulated {settings.demo_users:,} users, {days[0]} to {days[-1]}: {len(files)} log drops "
+               f"under {settings.landing_dir}, with a real feed's faults")
     for day in days:
-        typer.secho(f"== millet_nightly for {day}", bold=True)
-        try:
-            run_dag(day, settings)
-        except DagRunFailed as exc:
-            _fail(str(exc))
-        typer.echo(f"success; log: {run_log(day, settings)}")
-        typer.echo(f"quality report: {report_path(str(day), settings)}; alerts: {alert_log(settings)}")
-        size = _print_snapshot_size(day, settings)
-    typer.secho(f"== online features for the most active user, {size['example_user_key']}", bold=True)
-    features(size["example_user_key"])
-
-
-def _print_snapshot_size(day: date, settings=None) -> dict:
-    from millet.reporting import snapshot_size
-
-    size = snapshot_size(day, settings)
-    typer.echo(f"snapshot {day}: {size['users']:,} users, {size['features']:,} features per user, "
-               f"{size['values']:,} feature values in all, {size['bytes'] / 2**20:,.1f} MiB")
-    return size
+        _night(day, settings)
+    typer.echo(f"dbt's log: {settings.root / 'dbt' / 'logs' / 'dbt.log'}")
+    borrower = sample_borrower(days[-1], settings)
+    typer.secho(f"a sample borrower, as served online on {days[-1]}:", bold=True)
+    for line in profile_lines(borrower, settings):
+        typer.echo(line)
+    typer.echo(f"all of its features: millet features {borrower}; the catalog: millet docs --serve; "
+               "every command: millet --help")
 
 
 def _date(text: str) -> date:

@@ -125,6 +125,22 @@ def _refuse_after_an_unfinished_day(day: date | str) -> None:
                                f"(millet run --date {earlier})")
 
 
+def task_times(day: date | str) -> dict[str, tuple[str, float]]:
+    """Each task of the day's run: its state and its seconds (a mapped task's instances added up)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    times: dict[str, tuple[str, float]] = {}
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == DAG_ID,
+                                                   DagRun.logical_date == _midnight(day))).first()
+        for ti in run.get_task_instances(session=session) if run else []:
+            _, seconds = times.get(ti.task_id, ("", 0.0))
+            times[ti.task_id] = (str(ti.state), seconds + (ti.duration or 0.0))
+    return times
+
+
 def _failed_tasks(run) -> list[str]:
     return [f"task {_task_name(ti.task_id, ti.map_index)} failed"
             for ti in run.get_task_instances() if ti.state == "failed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pyarrow.parquet as pq
@@ -31,3 +32,136 @@ def snapshot_size(day: date | str, settings: Settings | None = None) -> dict:
                 example, best = key, value or 0
     return {"users": len(users), "features": n_features, "values": values, "bytes": size,
             "example_user_key": example}
+
+
+# ---- what a night did, one line per stage (the demo, `millet run`) --------------------------------------
+STAGES = {  # each stage of millet_nightly and the tasks it is made of
+    "ingest": ("ingest_consent", "apply_erasures", "list_channels", "ingest_channel", "purge_expired"),
+    "build": ("build_features",),
+    "check": ("check_feeds", "check_features", "reconcile_repayments"),
+    "publish": ("publish_features",),
+    "lists": ("track_borrowers", "list_pre_approvals"),
+    "report": ("write_report",),
+}
+
+
+def night_lines(day: date | str, settings: Settings) -> list[str]:
+    """One line per stage of the day's run: what went in and out, and the seconds its tasks took."""
+    from millet.orchestrate import task_times
+
+    times, size = task_times(day), snapshot_size(day, settings)
+    figures = {"ingest": _ingested(day, settings), "build": _built(day, size, settings),
+               "check": _checked(day, settings),
+               "publish": f"{size['users']:,} users online ({settings.online_store})",
+               "lists": _listed(times), "report": str(_report(day, settings))}
+    lines = []
+    for stage, tasks in STAGES.items():
+        seconds = sum(times.get(task, ("", 0.0))[1] for task in tasks)
+        lines.append(f"  {stage:<8} {figures[stage]}  ({seconds:.1f} s)")
+    return lines
+
+
+def _ingested(day, settings: Settings) -> str:
+    from millet.contracts import contracts
+
+    totals = dict.fromkeys(("lines_in", "rows_out", "quarantined", "duplicates", "excluded_no_consent"), 0)
+    for channel in contracts():
+        path = settings.ingest_manifest_path(channel, day)
+        manifest = json.loads(path.read_text()) if path.exists() else {}
+        for name in totals:
+            totals[name] += manifest.get(name, 0)
+    return (f"{len(contracts())} feeds: {totals['lines_in']:,} lines → {totals['rows_out']:,} rows; "
+            f"{totals['quarantined']:,} quarantined, {totals['duplicates']:,} duplicates, "
+            f"{totals['excluded_no_consent']:,} without consent")
+
+
+def _built(day, size: dict, settings: Settings) -> str:
+    from millet.transform.dbt import read_build
+
+    return (f"{size['users']:,} users × {size['features']:,} features = {size['values']:,} values, "
+            f"{size['bytes'] / 2**20:,.1f} MiB (windows {read_build(day, settings).get('state', 'built')})")
+
+
+def _checked(day, settings: Settings) -> str:
+    from millet.alerts import alert_log
+
+    severities = [record["severity"] for record in _alerts(alert_log(settings))
+                  if record.get("logical_date") == str(day)]
+    return (f"{severities.count('critical')} critical, {severities.count('warning')} warnings "
+            f"(alerts: {alert_log(settings)})")
+
+
+def _listed(times: dict) -> str:
+    states = {times.get(task, ("not run", 0))[0] for task in STAGES["lists"]}
+    return "skipped: no model served yet (`millet train`)" if states == {"skipped"} else ", ".join(
+        f"{task} {times.get(task, ('not run', 0))[0]}" for task in STAGES["lists"])
+
+
+def _report(day, settings: Settings):
+    from millet.alerts import report_path
+
+    return report_path(str(day), settings)
+
+
+def _alerts(path) -> list[dict]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# ---- one borrower, readable (the end of the demo) ---------------------------------------------------------
+HEADLINES_PER_FAMILY = 2  # a dozen over six families: the first 30-day features each serves
+
+
+def sample_borrower(day: date | str, settings: Settings) -> str | None:
+    """The user with values in the most families (every one, the loan book included, for a borrower), and
+    among those the most values: the profile that shows the most of the feature space."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    score: dict[str, tuple[int, int]] = {}
+    for fam in families():
+        table = pq.read_table(snapshot_path(fam.name, day, settings))
+        filled = sum(np.asarray(pc.is_valid(table.column(f.name))).astype(np.int32) for f in fam.features)
+        for key, count in zip(table.column("user_key").to_pylist(), filled.tolist(), strict=True):
+            families_seen, values = score.get(key, (0, 0))
+            score[key] = (families_seen + (count > 0), values + count)
+    return max(score, key=score.__getitem__, default=None)
+
+
+def profile_lines(user_key: str, settings: Settings) -> list[str]:
+    """The user's features as the online store serves them: non-null per family, the headline features,
+    and the credit decision once a model is served."""
+    from millet.serving.definitions import service_features
+    from millet.serving.store import DEFAULT_SERVICE, online_features
+
+    served, values = service_features(DEFAULT_SERVICE), online_features(user_key, DEFAULT_SERVICE, settings)
+    lines = [f"  {DEFAULT_SERVICE} online for {user_key}: non-null / served per family"]
+    by_family: dict[str, list] = {}
+    for feature in served:
+        by_family.setdefault(feature.family, []).append(feature)
+    lines.append("    " + ", ".join(f"{fam} {sum(values[f.name] is not None for f in fs)}/{len(fs)}"
+                                    for fam, fs in by_family.items()))
+    for fs in by_family.values():
+        for feature in [f for f in fs if f.window_days == 30 and f.agg != "trend"][:HEADLINES_PER_FAMILY]:
+            lines.append(f"    {feature.name:<44} {_shown(values[feature.name])}")
+    lines.append(f"  decision: {_decision(user_key, settings)}")
+    return lines
+
+
+def _shown(value) -> str:
+    return "null" if value is None else f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _decision(user_key: str, settings: Settings) -> str:
+    from millet.scoring.decisions import NoModel
+    from millet.serving import open_store
+    from millet.serving.api.server import OnlineReader, Scorer
+
+    try:
+        decision = Scorer(OnlineReader(open_store(settings)), settings).score(user_key)
+    except NoModel:
+        return "none yet: no credit model is served (`millet world`, then `millet train`)"
+    if decision.access != "approve":
+        return f"decline ({'; '.join(decision.reasons)}), PD {decision.pd:.1%}"
+    return (f"approve, PD {decision.pd:.1%}, {decision.annual_rate:.0%} a year, line "
+            f"{decision.credit_line:,.0f} ({decision.model_version})")

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "127.0.0.1:6379,db=0"
     project: str = Field("millet", description="Feast project name; also the Redis key namespace.")
+    feast_registry_url: str | None = Field(
+        None, description="Feast's registry in a SQL database (SQLAlchemy URL), e.g. "
+        "postgresql+psycopg://millet@db:5432/feast, shared by every host that serves or publishes; unset: "
+        "a file, feast/registry.db under the data root.")
 
     # ---- the feature server's security (millet/serving/api/auth.py) ----
     serve_auth: Literal["oidc", "none"] = Field(
@@ -219,6 +223,10 @@ class Settings(BaseSettings):
     def manifests_dir(self) -> Path:
         return self.root / "manifests"
 
+    def ingest_manifest_path(self, channel: str, day) -> Path:
+        """What ingestion did with a channel's drop of a day: lines in, rows out, quarantined, ..."""
+        return self.manifests_dir / "ingest" / channel / f"dt={day}.json"
+
     @property
     def scratch_dir(self) -> Path:
         """Spill space for DuckDB; nothing there outlives the run that wrote it."""
@@ -277,6 +285,11 @@ class Settings(BaseSettings):
     def audit_log_path(self) -> Path:
         """One JSON line per online read of the feature server: who, what, how many keys, when."""
         return self.root / "audit" / "online_reads.jsonl"
+
+    @property
+    def docs_dir(self) -> Path:
+        """The catalog `millet docs` builds: dbt's docs (lineage from bronze to the marts)."""
+        return self.root / "docs"
 
     @property
     def airflow_home(self) -> Path:
@@ -344,6 +357,14 @@ class Settings(BaseSettings):
             "GX_ANALYTICS_ENABLED": "False",  # no phoning home from a credit pipeline
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         }
+
+    def dbt_defaults(self) -> dict[str, str]:
+        """`environ()` as dbt_project/ spells its `env_var` defaults: paths relative to dbt_project/ (dbt
+        resolves them from its working directory), so plain `dbt` run there finds this data root."""
+        paths = {"MILLET_BRONZE_DIR", "MILLET_SNAPSHOTS_DIR", "MILLET_RECONCILIATION_DIR", "MILLET_STATE_DIR",
+                 "MILLET_TOMBSTONES_PATH", "MILLET_WAREHOUSE_PATH"}
+        return {name: os.path.relpath(value, self.dbt_project_dir) if name in paths else value
+                for name, value in self.environ().items() if name.startswith("MILLET_")}
 
     def millet_environ(self) -> dict[str, str]:
         """These settings as MILLET_* variables, for processes that build their own (Airflow's tasks)."""
@@ -433,6 +454,12 @@ def read_or_create_keyring(path: Path) -> list[bytes]:
         handle.flush()
         os.fsync(handle.fileno())  # a rotation's next key must outlive a crash before it is used
     return [key]
+
+
+def declared_settings() -> Settings:
+    """The defaults declared above, whatever the environment or a `.env` says: what committed files
+    (dbt's defaults, Feast's yaml) are generated from."""
+    return Settings.model_construct()
 
 
 def get_settings() -> Settings:

@@ -64,7 +64,7 @@
 
 {#- Each state model's file for a day: <state dir>/<model>/dt=<day>/part-0.parquet. -#}
 {% macro state_location(day) %}
-{{- env_var('MILLET_STATE_DIR') }}/{{ model.name }}/dt={{ day }}/part-0.parquet
+{{- millet_setting('MILLET_STATE_DIR') }}/{{ model.name }}/dt={{ day }}/part-0.parquet
 {%- endmacro %}
 
 
@@ -84,5 +84,5 @@
 
 {#- The user_key of everyone forgotten (millet/privacy/erasure.py writes the file before every build). -#}
 {% macro erased_users() %}
-{{- return("read_parquet('" ~ env_var('MILLET_TOMBSTONES_PATH') ~ "')") -}}
+{{- return("read_parquet('" ~ millet_setting('MILLET_TOMBSTONES_PATH') ~ "')") -}}
 {% endmacro %}

@@ -102,5 +102,5 @@ order by user_key  {#- a stable order: re-running a date rewrites the same file 
 
 
 {% macro snapshot_location(family) %}
-{{- env_var('MILLET_SNAPSHOTS_DIR') }}/{{ family }}/dt={{ var('as_of') }}/part-0.parquet
+{{- millet_setting('MILLET_SNAPSHOTS_DIR') }}/{{ family }}/dt={{ var('as_of') }}/part-0.parquet
 {%- endmacro %}

@@ -9,9 +9,12 @@ from __future__ import annotations
 import yaml
 
 from millet.contracts.base import bronze_schema, contracts
+from millet.settings import declared_settings
 
 SOURCES_FILE = "models/staging/_bronze__sources.yml"
-_LOCATION = ("read_parquet('{{ env_var(\"MILLET_BRONZE_DIR\") }}/{name}/*/*.parquet', "
+# Millet passes MILLET_BRONZE_DIR; the default is the default data root's, for plain `dbt` in dbt_project/.
+_BRONZE = declared_settings().dbt_defaults()["MILLET_BRONZE_DIR"]
+_LOCATION = ("read_parquet('{{ env_var(\"MILLET_BRONZE_DIR\", \"" + _BRONZE + "\") }}/{name}/*/*.parquet', "
              "hive_partitioning = true)")
 
 

@@ -205,7 +205,7 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
     write_partition(bronze.to_arrow_reader(_BATCH_ROWS), settings.bronze_dir / manifest.channel,
                     manifest.dt, schema)
     _write_quarantine(con, settings, manifest, contract)
-    out = settings.manifests_dir / "ingest" / manifest.channel / f"dt={manifest.dt}.json"
+    out = settings.ingest_manifest_path(manifest.channel, manifest.dt)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
 

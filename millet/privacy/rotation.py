@@ -268,9 +268,9 @@ def _drop_warehouse_marker(settings: Settings) -> None:
 def _republish(settings: Settings) -> str | None:
     """Clear the online store (its records are keyed by the old user_keys) and load the day it last
     published again, from the re-keyed snapshots; None when nothing was ever published."""
-    from millet.serving.store import open_store, publish_features
+    from millet.serving.store import has_published, open_store, publish_features
 
-    if not (settings.feast_dir / "registry.db").exists():
+    if not has_published(settings):
         return None
     store = open_store(settings)
     views = store.list_feature_views()

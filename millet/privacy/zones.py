@@ -127,9 +127,9 @@ def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
 
 def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int:
     from millet.serving.online.stores import PackedOnlineStore, string_entity_keys
-    from millet.serving.store import open_store
+    from millet.serving.store import has_published, open_store
 
-    if not (settings.feast_dir / "registry.db").exists():
+    if not has_published(settings):
         return 0
     store = open_store(settings)
     online = store._get_provider().online_store

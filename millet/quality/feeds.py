@@ -104,7 +104,7 @@ def feed_profile(channel: str, day: str, limits: dict, settings: Settings) -> di
 
 
 def _manifest(channel: str, day: str, settings: Settings) -> dict:
-    path = settings.manifests_dir / "ingest" / channel / f"dt={day}.json"
+    path = settings.ingest_manifest_path(channel, day)
     return json.loads(path.read_text()) if path.exists() else {}
 
 

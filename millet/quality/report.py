@@ -67,8 +67,7 @@ def _volume(day: date, settings: Settings) -> str:
     days = [day - timedelta(days=n) for n in range(HISTORY_DAYS - 1, -1, -1)]
     charts = []
     for channel in sorted(contracts()):
-        folder = settings.manifests_dir / "ingest" / channel
-        lines = [(_json(folder / f"dt={d}.json") or {}).get("lines_in") for d in days]
+        lines = [(_json(settings.ingest_manifest_path(channel, d)) or {}).get("lines_in") for d in days]
         charts.append(bars(channel, [str(d)[5:] for d in days], lines, width=420, height=120))
     return "".join(charts)
 
@@ -76,7 +75,7 @@ def _volume(day: date, settings: Settings) -> str:
 def _quarantine(day: date, settings: Settings) -> str:
     labels, rates = [], []
     for channel in sorted(contracts()):
-        manifest = _json(settings.manifests_dir / "ingest" / channel / f"dt={day}.json") or {}
+        manifest = _json(settings.ingest_manifest_path(channel, day)) or {}
         for reason, count in sorted(manifest.get("reasons", {}).items()):
             labels.append(f"{channel}: {reason}")
             rates.append(count / manifest["lines_in"] if manifest.get("lines_in") else 0.0)

@@ -39,15 +39,27 @@ def feast_config(settings: Settings, relative_to: Path | None = None) -> dict:
     return {
         "project": settings.project,
         "provider": "local",
-        # Replaced whole on each write: a killed publish never leaves half a registry.
-        "registry": {"path": where(settings.feast_dir / "registry.db"),
-                     "registry_store_type": REGISTRY_STORE},
+        "registry": registry_config(settings, where),
         # One packed record per user per feature view, written by Millet's batch engine.
         "online_store": online,
         "batch_engine": {"type": BATCH_ENGINE},
         "offline_store": {"type": OFFLINE_STORE},  # point-in-time joins as DuckDB ASOF joins
         "entity_key_serialization_version": 3,
     }
+
+
+def registry_config(settings: Settings, where=str) -> dict:
+    if settings.feast_registry_url:  # Feast's SQL registry: one for every host, in a transaction per write
+        return {"registry_type": "sql", "path": settings.feast_registry_url, "cache_ttl_seconds": 60}
+    # Replaced whole on each write: a killed publish never leaves half a registry.
+    return {"path": where(settings.feast_dir / "registry.db"), "registry_store_type": REGISTRY_STORE}
+
+
+def has_published(settings: Settings) -> bool:
+    """Whether anything was ever applied to the registry (a file registry starts as no file)."""
+    if not settings.feast_registry_url:
+        return (settings.feast_dir / "registry.db").exists()
+    return bool(open_store(settings).list_feature_views())
 
 
 def repo_config(settings: Settings):

@@ -239,6 +239,15 @@ def prune_state(day: date, settings: Settings) -> list[Path]:
     return remove_partitions_before(oldest, [settings.state_dir / m for m in state_models(settings)])
 
 
+def build_docs(day: date, settings: Settings) -> Path:
+    """dbt's docs for as-of `day` (lineage from the bronze sources to the marts, every column's description,
+    the warehouse's catalog) as one self-contained page; returns it."""
+    settings.export()
+    target = settings.docs_dir / "dbt"
+    _invoke(["docs", "generate", "--static", *_dbt_args(day, False, settings), "--target-path", str(target)])
+    return target / "static_index.html"
+
+
 def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None) -> list[str]:
     """The project's vars for as-of `day` (for every day from `history_from` to it, if given) and where
     dbt's own files go."""
@@ -254,7 +263,8 @@ def _dbt_dirs(settings: Settings) -> list[str]:
     work = settings.root / "dbt"
     project = str(settings.dbt_project_dir)
     return ["--project-dir", project, "--profiles-dir", project,
-            "--target-path", str(work / "target"), "--log-path", str(work / "logs")]
+            "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
+            "--quiet"]  # errors only on the console; everything in logs/dbt.log
 
 
 def _invoke(args: list[str]) -> None:
@@ -265,7 +275,9 @@ def _invoke(args: list[str]) -> None:
     finally:
         _release_warehouse()
     if not result.success:
-        raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'see the dbt log above'}")
+        log = Path(args[args.index("--log-path") + 1]) / "dbt.log"
+        raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'its errors are above'}; "
+                              f"dbt's log: {log}")
 
 
 def _release_warehouse() -> None:
