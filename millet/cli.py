@@ -279,6 +279,36 @@ def _feast_command(settings, args: list[str]) -> tuple[list[str], dict[str, str]
     return command, {**os.environ, **settings.environ(), **settings.millet_environ()}
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def airflow(ctx: typer.Context) -> None:
+    """Airflow's own CLI on Millet's Airflow home, metadata database and DAG: `millet airflow dags list-runs
+    millet_nightly`; `millet airflow standalone` opens Airflow's UI (http://localhost:8080) on the runs made
+    so far (its admin password is printed and kept in the Airflow home)."""
+    import subprocess
+
+    settings = get_settings()
+    env = {**os.environ, **settings.environ(), **settings.millet_environ(), **settings.airflow_environ()}
+    env |= {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}  # a person's own config wins
+    command = [str(Path(sys.executable).with_name("airflow")), *ctx.args]
+    raise typer.Exit(subprocess.run(command, env=env).returncode)
+
+
+@app.command()
+def status() -> None:
+    """Where things stand: the last runs, each feed's freshness, the latest night's alerts, and which day
+    the online store serves."""
+    from millet.orchestrate import output_to
+    from millet.reporting import status_lines
+
+    settings = get_settings()
+    log = settings.root / "logs" / "status.log"
+    with output_to(log):  # Airflow's and Feast's own messages, as they open their stores
+        lines = status_lines(settings)
+    for line in lines:
+        typer.echo(line)
+    typer.echo(f"(Airflow's and Feast's messages: {log})")
+
+
 @app.command()
 def docs(
     serve_: Annotated[bool, typer.Option("--serve", help="Then serve dbt's docs and run Feast's UI on "

@@ -66,7 +66,7 @@ def run_dag(day: date | str, settings: Settings | None = None, rebase: bool = Fa
     settings = settings or get_settings()
     _refuse_the_future(day)
     log = run_log(day, settings)
-    with _output_to(log):
+    with output_to(log):
         dag = load_dag(settings)
         _refuse_after_an_unfinished_day(day)
         run = dag.test(logical_date=_midnight(day), run_conf={"rebase": rebase})
@@ -90,7 +90,7 @@ def run_log(day: date | str, settings: Settings) -> Path:
 
 
 @contextmanager
-def _output_to(log: Path):
+def output_to(log: Path):
     """Send this process's stdout and stderr (file descriptors: subprocesses' too) to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush(), sys.stderr.flush()
@@ -123,6 +123,20 @@ def _refuse_after_an_unfinished_day(day: date | str) -> None:
             raise DagRunFailed(f"{DAG_ID} for {day} cannot start: the run for {earlier} {how}, and each "
                                f"day builds on the one before; re-run {earlier} first "
                                f"(millet run --date {earlier})")
+
+
+def recent_runs(settings: Settings, limit: int = 7) -> list[dict]:
+    """The latest `limit` runs of the DAG, newest first: logical day, state, when it ended, its kind."""
+    ensure_metadata_db(settings)  # a no-op once the schema is current; what a run would do first anyway
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(DagRun.dag_id == DAG_ID)
+                               .order_by(DagRun.logical_date.desc()).limit(limit)).all()
+        return [{"day": run.logical_date.date(), "state": str(run.state), "ended": run.end_date,
+                 "run_type": str(run.run_type)} for run in runs]
 
 
 def task_times(day: date | str) -> dict[str, tuple[str, float]]:

@@ -165,3 +165,71 @@ def _decision(user_key: str, settings: Settings) -> str:
         return f"decline ({'; '.join(decision.reasons)}), PD {decision.pd:.1%}"
     return (f"approve, PD {decision.pd:.1%}, {decision.annual_rate:.0%} a year, line "
             f"{decision.credit_line:,.0f} ({decision.model_version})")
+
+
+# ---- `millet status`: where things stand, for the on-call engineer --------------------------------------
+def status_lines(settings: Settings, now=None) -> list[str]:
+    """The last runs, each feed's freshness, the latest night's alerts and what the online store serves."""
+    from datetime import UTC, datetime
+
+    from millet.alerts import alert_log
+    from millet.orchestrate import recent_runs
+
+    now = now or datetime.now(UTC)
+    lines = ["runs of millet_nightly (newest first):"]
+    runs = recent_runs(settings)
+    lines += [f"  {run['day']}  {run['state']:<8} {_ago(run['ended'], now) if run['ended'] else 'not ended'}"
+              f"  ({run['run_type']})" for run in runs] or ["  none yet"]
+    lines.append("feeds (latest day in bronze, and when its drop was delivered):")
+    lines += [f"  {channel:<16} {_freshness(channel, settings, now)}" for channel in _channels()]
+    alerts = _alerts(alert_log(settings))
+    last_day = max((a["logical_date"] for a in alerts), default=None)
+    night = [a for a in alerts if a["logical_date"] == last_day]
+    lines.append(f"alerts of the latest night ({last_day or 'none'}): "
+                 f"{sum(a['severity'] == 'critical' for a in night)} critical, "
+                 f"{sum(a['severity'] == 'warning' for a in night)} warnings; log {alert_log(settings)}")
+    lines.append(f"online store ({settings.online_store}): {_online_age(settings, now)}")
+    return lines
+
+
+def _channels() -> list[str]:
+    from millet.contracts import contracts
+
+    return list(contracts())
+
+
+def _freshness(channel: str, settings: Settings, now) -> str:
+    from datetime import datetime
+
+    days = sorted(p.name.removeprefix("dt=") for p in (settings.bronze_dir / channel).glob("dt=*"))
+    if not days:
+        return "nothing ingested"
+    manifest = settings.ingest_manifest_path(channel, days[-1])
+    delivered = json.loads(manifest.read_text()).get("delivered_at") if manifest.exists() else None
+    when = _ago(datetime.fromisoformat(delivered), now) if delivered else "delivery time unknown"
+    return f"{days[-1]}, delivered {when}"
+
+
+def _online_age(settings: Settings, now) -> str:
+    from datetime import timedelta
+
+    from millet.serving.store import has_published, open_store
+
+    if not has_published(settings):
+        return "nothing published yet"
+    ends = [end for view in open_store(settings).list_feature_views()
+            for _start, end in view.materialization_intervals]
+    if not ends:
+        return "registry applied, nothing materialized"
+    day = (max(ends) - timedelta(days=1)).date()  # snapshots are stamped at their day's close
+    return f"serves the snapshot of {day} ({(now.date() - day).days} days before today)"
+
+
+def _ago(when, now) -> str:
+    from datetime import UTC
+
+    seconds = (now - (when if when.tzinfo else when.replace(tzinfo=UTC))).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"

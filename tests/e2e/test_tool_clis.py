@@ -27,6 +27,7 @@ import yaml
 from millet.feature_spec import families
 from millet.serving.definitions import SERVICES
 from millet.settings import REPO_ROOT, declared_settings
+from tests.e2e.conftest import DAYS
 from tests.e2e.processes import MILLET, free_port, poll, stop_process
 
 DBT = str(Path(sys.executable).with_name("dbt"))
@@ -160,3 +161,37 @@ def test_plain_dbt_in_dbt_project_builds_and_documents_with_no_variables(nightly
     assert done.returncode == 0, done.stderr[-2000:]
     bronze = pq.read_table(nightly.bronze_dir / "payments", columns=["event_id"])
     assert int(done.stdout) == bronze.num_rows > 0
+
+
+@pytest.mark.e2e
+def test_millet_airflow_runs_airflow_on_the_runs_millet_made(nightly):
+    """Airflow's own CLI on Millet's Airflow home: the runs `millet run` made (what `millet airflow
+    standalone` shows in the UI)."""
+    done = subprocess.run([MILLET, "airflow", "dags", "list-runs", "millet_nightly", "-o", "json"],
+                          env={**os.environ, **nightly.millet_environ()}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {(r["logical_date"][:10], r["state"]) for r in runs} >= {(day, "success") for day in DAYS}
+
+
+@pytest.mark.e2e
+def test_millet_status_shows_runs_feeds_alerts_and_the_online_day(nightly):
+    from millet.alerts import alert_log
+    from millet.contracts import contracts
+
+    done = subprocess.run([MILLET, "status"], env={**os.environ, **nightly.millet_environ()},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for day in DAYS:
+        assert re.search(rf"^  {day}  success ", out, re.MULTILINE), out
+    for channel in contracts():
+        assert re.search(rf"^  {channel} +{DAYS[-1]}, delivered ", out, re.MULTILINE), out
+    alerts = [json.loads(line) for line in alert_log(nightly).read_text().splitlines()]
+    last = max(a["logical_date"] for a in alerts)
+    severities = [a["severity"] for a in alerts if a["logical_date"] == last]
+    assert (f"alerts of the latest night ({last}): {severities.count('critical')} critical, "
+            f"{severities.count('warning')} warnings") in out
+    assert f"serves the snapshot of {DAYS[-1]}" in out
+    assert len(out.splitlines()) < 25  # a screen: Airflow's and Feast's own messages went to a file
