@@ -6,22 +6,30 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test browser lint lock bench clean
+.PHONY: demo test browser compose-cli lint lock bench clean
 
 demo: $(STAMP)
 	$(BIN)/millet demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser compose-cli
 	$(BIN)/ruff check millet dags features tests bench
 	$(BIN)/pytest
 
-# The quality report's test renders the page in Debian's Chromium (headless). Installed here when it is
+# The browser tests (quality report, catalog) render pages in Debian's Chromium (headless). Installed here when it is
 # missing and this is root; otherwise that test skips and says why.
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] \
 	  || apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
 	  || (apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1) \
 	  || echo "WARNING: could not install chromium; the report-rendering test will skip"
+
+# The compose file's test runs Compose's own `config` (Debian's docker-compose; no engine needed). Installed
+# here when missing and this is root; otherwise that one test skips and says why.
+compose-cli:
+	@command -v docker-compose >/dev/null || [ "$$(id -u)" != 0 ] \
+	  || apt-get install -y --no-install-recommends docker-compose >/dev/null 2>&1 \
+	  || (apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends docker-compose >/dev/null 2>&1) \
+	  || echo "WARNING: could not install docker-compose; the compose-config test will skip"
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
