@@ -19,6 +19,7 @@ import requests
 from millet.settings import Settings
 
 MILLET = str(Path(sys.executable).with_name("millet"))
+REDIS_DB = 9  # the tests' own Redis database; every key they write is removed after them
 
 
 @contextmanager

@@ -18,13 +18,18 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
+import requests
 
 from millet.contracts import contracts
+from millet.feature_spec import families
+from millet.serving.definitions import service_features
+from millet.serving.store import DEFAULT_SERVICE
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import Faults
+from millet.transform import snapshot_path
 from tests.conftest import TEST_KEY
-from tests.e2e.processes import assert_nothing_left, backfill_process, processes_of
+from tests.e2e.processes import REDIS_DB, assert_nothing_left, backfill_process, millet_serve, processes_of
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
@@ -65,10 +70,32 @@ def _backfill(settings: Settings, start: str, end: str) -> dict[str, str]:
     return dict(re.findall(r"^(\d{4}-\d{2}-\d{2}): (.+)$", out, re.MULTILINE))
 
 
+@pytest.fixture
+def redis_project() -> Iterator[str]:
+    """A Feast project (the Redis key prefix) of the test's own in the tests' Redis database; its keys are
+    deleted after the test."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"NO REDIS on 127.0.0.1:6379 ({exc}); the service topology test needs one")
+    project = f"millet_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield project
+    finally:
+        for key in client.scan_iter(match=f"millet:{project}:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
 @pytest.mark.e2e
-def test_a_backfill_on_postgres_loads_each_day_once_and_a_second_one_skips_loaded_days(
-        tmp_path, postgres_database):
-    settings = _world(tmp_path, airflow_database_url=postgres_database)
+def test_the_service_topology_on_postgres_and_redis_loads_each_day_once_and_serves_the_last(
+        tmp_path, postgres_database, redis_project):
+    """What docker-compose.yml runs, without Docker: Airflow's scheduler on PostgreSQL, Feast's SQL
+    registry on PostgreSQL, the Redis online store, and `millet serve` as a long-running process."""
+    settings = _world(tmp_path, airflow_database_url=postgres_database, feast_registry_url=postgres_database,
+                      online_store="redis", redis_url=f"127.0.0.1:6379,db={REDIS_DB}", project=redis_project)
 
     assert _backfill(settings, DAYS[0], DAYS[1]) == {DAYS[0]: "success", DAYS[1]: "success"}
     day_two = _outputs_of(settings, DAYS[1])
@@ -80,11 +107,37 @@ def test_a_backfill_on_postgres_loads_each_day_once_and_a_second_one_skips_loade
     assert not (settings.airflow_home / "airflow.db").exists()  # the metadata went to PostgreSQL
     for channel in contracts():
         for day in DAYS:
-            manifest = settings.manifests_dir / "ingest" / channel / f"dt={day}.json"
-            assert json.loads(manifest.read_text())["balanced"], manifest
+            assert json.loads(settings.ingest_manifest_path(channel, day).read_text())["balanced"]
         ids = pq.read_table(settings.bronze_dir / channel, columns=["event_id"]).column(0).to_pylist()
         assert len(ids) == len(set(ids)), f"{channel}: an event was loaded on two days"
-    assert Path(settings.snapshots_dir).exists() and any(settings.snapshots_dir.rglob("*.parquet"))
+    # Feast's registry is in PostgreSQL (no registry file), with the project's feature views in it.
+    assert not (settings.feast_dir / "registry.db").exists()
+    assert _registered_views(postgres_database, redis_project) == {fam.name for fam in families()}
+    # The feature server, reading Redis through that registry, answers what the last day's snapshot holds.
+    users = sorted(pq.read_table(snapshot_path("device", DAYS[-1], settings), columns=["user_key"])
+                   .column(0).to_pylist())[:5]
+    expected = {fam.name: {row["user_key"]: row for row in pq.read_table(
+        snapshot_path(fam.name, DAYS[-1], settings)).to_pylist()} for fam in families()}
+    with millet_serve(settings) as url:
+        answer = requests.post(f"{url}/get-online-features", timeout=60,
+                               json={"entities": {"user_key": users}, "feature_service": DEFAULT_SERVICE})
+    assert answer.status_code == 200, answer.text[:2000]
+    body = answer.json()
+    served = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+    for feature in service_features(DEFAULT_SERVICE):
+        for user, value in zip(users, served[feature.name]["values"], strict=True):
+            want = expected[feature.family].get(user, {}).get(feature.name)
+            assert value == (want if want is None else pytest.approx(want, rel=1e-6)), (feature.name, user)
+
+
+def _registered_views(database_url: str, project: str) -> set[str]:
+    import psycopg
+
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, connect_timeout=5) as con:
+        rows = con.execute("select feature_view_name from feature_views where project_id = %s",
+                           (project,)).fetchall()
+    return {name for (name,) in rows}
 
 
 @pytest.fixture

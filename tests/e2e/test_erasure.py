@@ -20,8 +20,7 @@ from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
-from tests.e2e.processes import MILLET
-from tests.e2e.test_serving import REDIS_DB
+from tests.e2e.processes import MILLET, REDIS_DB
 from tests.helpers import hmac_key, landing_lines, parsed_rows, shown_quarantine
 from tests.pii import scan_for
 

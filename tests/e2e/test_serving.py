@@ -26,10 +26,9 @@ from millet.serving.offline.training import training_set
 from millet.serving.store import materialize_day, publish_features, store_over
 from millet.transform import snapshot_path
 from tests.e2e.conftest import DAYS
-from tests.e2e.processes import free_port, health, millet_serve, poll, stop_process
+from tests.e2e.processes import REDIS_DB, free_port, health, millet_serve, poll, stop_process
 
 SERVICES = ("credit_risk_v1", "repayment_ability_v1", "financial_demand_v1")
-REDIS_DB = 9  # the tests' own Redis database; every key they write is removed after them
 STOCK = {"sqlite": {"type": "sqlite"}, "redis": {"type": "redis"}}
 PACKED = {"sqlite": {"type": "millet.serving.online.stores.PackedSqliteOnlineStore"},
           "redis": {"type": "millet.serving.online.stores.PackedRedisOnlineStore"}}

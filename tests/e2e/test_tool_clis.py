@@ -16,10 +16,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -28,7 +30,7 @@ from millet.feature_spec import families
 from millet.serving.definitions import SERVICES
 from millet.settings import REPO_ROOT, declared_settings
 from tests.e2e.conftest import DAYS
-from tests.e2e.processes import MILLET, free_port, poll, stop_process
+from tests.e2e.processes import MILLET, free_port, poll, processes_of, stop_process
 
 DBT = str(Path(sys.executable).with_name("dbt"))
 DBT_PROJECT = REPO_ROOT / "dbt_project"
@@ -195,3 +197,45 @@ def test_millet_status_shows_runs_feeds_alerts_and_the_online_day(nightly):
             f"{severities.count('warning')} warnings") in out
     assert f"serves the snapshot of {DAYS[-1]}" in out
     assert len(out.splitlines()) < 25  # a screen: Airflow's and Feast's own messages went to a file
+
+
+@pytest.mark.e2e
+def test_millet_airflow_standalone_opens_airflow_on_the_runs_millet_made(nightly, tmp_path):
+    """The README's recipe for Airflow's UI: `millet airflow standalone`, whose API (the UI's backend)
+    lists the runs `millet run` made, for its generated admin password."""
+    import requests
+
+    port = free_port()
+    env = {**os.environ, **nightly.millet_environ(), "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+           "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "standalone.log", "w+") as log:
+        standalone = subprocess.Popen([MILLET, "airflow", "standalone"], env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            poll(lambda: _answers(f"{url}/api/v2/monitor/health"), "airflow standalone", 300,
+                 died=lambda: standalone.poll() is not None and (log.seek(0) or log.read()[-3000:]))
+            passwords = nightly.airflow_home / "simple_auth_manager_passwords.json.generated"
+            token = requests.post(f"{url}/auth/token", timeout=30, json={
+                "username": "admin", "password": json.loads(passwords.read_text())["admin"]}).json()
+            runs = requests.get(f"{url}/api/v2/dags/millet_nightly/dagRuns", timeout=30,
+                                headers={"Authorization": f"Bearer {token['access_token']}"}).json()
+        finally:
+            os.killpg(standalone.pid, signal.SIGTERM)
+            try:
+                standalone.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(standalone.pid, signal.SIGKILL)
+                standalone.wait(timeout=30)
+    assert {(r["logical_date"][:10], r["state"]) for r in runs["dag_runs"]} >= {(d, "success") for d in DAYS}
+    left = [p for p in processes_of(nightly) if "airflow" in " ".join(_cmdline(p))]
+    _, alive = psutil.wait_procs(left, timeout=30)
+    assert not alive, [_cmdline(p)[:3] for p in alive]
+
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # gone meanwhile
+        return []
