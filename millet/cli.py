@@ -63,9 +63,11 @@ def run(
                                               "and compare it with the rolled one.")] = False,
 ) -> None:
     """One run of the millet_nightly DAG through Airflow for a logical date."""
+    from millet.transform.dbt import dbt_log_path
+
     settings, day = get_settings(), _date(date_)
     _night(day, settings, rebase=rebase)
-    typer.echo(f"dbt's log: {settings.root / 'dbt' / 'logs' / 'dbt.log'}")
+    typer.echo(f"dbt's log: {dbt_log_path(settings)}")
 
 
 def _night(day: date, settings, rebase: bool = False) -> None:
@@ -322,14 +324,14 @@ def docs(
     Feast's UI (feature views, services, the spec's tags and descriptions)."""
     from datetime import UTC, datetime
 
-    from millet.transform.dbt import build_docs, latest_build
+    from millet.transform.dbt import build_docs, dbt_log_path, latest_build
 
     settings = get_settings()
     day = latest_build(datetime.now(UTC).date(), settings)
     if day is None:
         _fail("nothing built yet: run `make demo` or `millet run --date ...` first")
     page = build_docs(day, settings)
-    typer.echo(f"dbt docs (as of {day}): {page}; dbt's log: {settings.root / 'dbt' / 'logs' / 'dbt.log'}")
+    typer.echo(f"dbt docs (as of {day}): {page}; dbt's log: {dbt_log_path(settings)}")
     if not serve_:
         typer.echo("Feast UI: `millet feast ui` (or `feast ui` in features/ at the default settings); "
                    "both at once: `millet docs --serve`")
@@ -443,6 +445,7 @@ def demo() -> None:
     from millet.reporting import profile_lines, sample_borrower
     from millet.simulate import simulate as run_simulation
     from millet.simulate.faults import Faults
+    from millet.transform.dbt import dbt_log_path
 
     # The demo fails fast rather than sit out retry delays, unless told otherwise.
     settings = get_settings()
@@ -455,7 +458,7 @@ def demo() -> None:
                f"under {settings.landing_dir}, with a real feed's faults")
     for day in days:
         _night(day, settings)
-    typer.echo(f"dbt's log: {settings.root / 'dbt' / 'logs' / 'dbt.log'}")
+    typer.echo(f"dbt's log: {dbt_log_path(settings)}")
     borrower = sample_borrower(days[-1], settings)
     typer.secho(f"a sample borrower, as served online on {days[-1]}:", bold=True)
     for line in profile_lines(borrower, settings):

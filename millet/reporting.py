@@ -13,25 +13,18 @@ from millet.transform import snapshot_path
 
 
 def snapshot_size(day: date | str, settings: Settings | None = None) -> dict:
-    """Users, features, values and bytes in the as-of snapshot, plus its most active user."""
+    """Users, features, values and bytes in the as-of snapshot (the key column read, nothing else)."""
     settings = settings or get_settings()
     users: set[str] = set()
     n_features = values = size = 0
-    example, best = None, -1
     for fam in families():
         path = snapshot_path(fam.name, day, settings)
         size += path.stat().st_size
-        table = pq.read_table(path)
-        keys = table.column("user_key").to_pylist()
-        users.update(keys)
+        keys = pq.read_table(path, columns=["user_key"]).column(0)
+        users.update(keys.to_pylist())
         n_features += len(fam.features)
-        values += table.num_rows * len(fam.features)
-        activity = table.column(fam.features[0].name).to_pylist()
-        for key, value in zip(keys, activity, strict=True):
-            if (value or 0) > best:
-                example, best = key, value or 0
-    return {"users": len(users), "features": n_features, "values": values, "bytes": size,
-            "example_user_key": example}
+        values += len(keys) * len(fam.features)
+    return {"users": len(users), "features": n_features, "values": values, "bytes": size}
 
 
 # ---- what a night did, one line per stage (the demo, `millet run`) --------------------------------------

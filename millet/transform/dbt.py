@@ -258,12 +258,17 @@ def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | 
     return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]
 
 
+def dbt_log_path(settings: Settings) -> Path:
+    """dbt's own log of every invocation Millet makes (the console gets its errors only)."""
+    return settings.root / "dbt" / "logs" / "dbt.log"
+
+
 def _dbt_dirs(settings: Settings) -> list[str]:
     # target/ and logs/ go under the data root, so runs never dirty the repository.
-    work = settings.root / "dbt"
     project = str(settings.dbt_project_dir)
     return ["--project-dir", project, "--profiles-dir", project,
-            "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
+            "--target-path", str(settings.root / "dbt" / "target"),
+            "--log-path", str(dbt_log_path(settings).parent),
             "--quiet"]  # errors only on the console; everything in logs/dbt.log
 
 
