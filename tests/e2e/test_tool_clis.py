@@ -89,20 +89,32 @@ def _listed(env: dict, *command: str, cwd: Path) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.e2e
-def test_plain_feast_serve_in_features_answers_with_no_variables(tmp_path):
-    """`feast serve` from features/ (after `feast apply`, as a Feast user does) on the default data root."""
+@pytest.mark.parametrize("command, answers", [("serve", "/health"), ("ui", "/projects-list.json")])
+def test_plain_feast_serve_and_ui_in_features_answer_with_no_variables(tmp_path, command, answers):
+    """`feast serve` and `feast ui` from features/ (after `feast apply`, as a Feast user does) on the
+    default data root; the UI lists Millet's project."""
     env, port = _bare_env(tmp_path), free_port()
     applied = subprocess.run([FEAST, "apply"], cwd=FEATURES, env=env, capture_output=True, text=True,
                              timeout=300)
     assert applied.returncode == 0, applied.stderr[-3000:]
-    with open(tmp_path / "serve.log", "w+") as log:
-        server = subprocess.Popen([FEAST, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=FEATURES,
+    url = f"http://127.0.0.1:{port}{answers}"
+    with open(tmp_path / "feast.log", "w+") as log:
+        server = subprocess.Popen([FEAST, command, "--host", "127.0.0.1", "--port", str(port)], cwd=FEATURES,
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            poll(lambda: _answers(f"http://127.0.0.1:{port}/health"), "feast serve", 180,
+            poll(lambda: _answers(url), f"feast {command}", 180,
                  died=lambda: server.poll() is not None and (log.seek(0) or log.read()[-3000:]))
+            body = _body(url)
         finally:
             stop_process(server)
+    if command == "ui":
+        assert [p["id"] for p in json.loads(body)["projects"]] == [declared_settings().project], body
+
+
+def _body(url: str) -> str:
+    import requests
+
+    return requests.get(url, timeout=10).text
 
 
 def _answers(url: str) -> bool:
