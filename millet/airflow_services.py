@@ -44,9 +44,7 @@ class ServiceDied(RuntimeError):
 def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
     """Start the services; yields a watch that raises ServiceDied if one of them has exited."""
     api_port, log_port = _free_port(), _free_port()
-    env = {**os.environ, **settings.millet_environ(), **settings.environ(), **settings.airflow_environ(),
-           **_service_config(api_port, log_port)}
-    env |= {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}  # a person's own config wins
+    env = settings.airflow_process_environ(dict(os.environ), **_service_config(api_port, log_port))
     log_dir = settings.airflow_home / "services"
     log_dir.mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).with_name("airflow"))

@@ -289,8 +289,7 @@ def airflow(ctx: typer.Context) -> None:
     import subprocess
 
     settings = get_settings()
-    env = {**os.environ, **settings.environ(), **settings.millet_environ(), **settings.airflow_environ()}
-    env |= {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}  # a person's own config wins
+    env = settings.airflow_process_environ(dict(os.environ))
     bin_dir = str(Path(sys.executable).parent)  # `standalone` starts its services as `airflow` from PATH
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     command = [str(Path(bin_dir) / "airflow"), *ctx.args]

@@ -391,6 +391,13 @@ class Settings(BaseSettings):
             **self._airflow_async_database(),
         }
 
+    def airflow_process_environ(self, base: dict[str, str], **services: str) -> dict[str, str]:
+        """The environment of an Airflow process (a service, the CLI) for these settings: `base` with
+        Millet's, dbt's and Airflow's variables and `services` (how the services find each other) over it,
+        except the AIRFLOW__ options `base` itself sets: a person's own configuration wins."""
+        env = {**base, **self.millet_environ(), **self.environ(), **self.airflow_environ(), **services}
+        return env | {k: v for k, v in base.items() if k.startswith("AIRFLOW__")}
+
     @property
     def airflow_database(self) -> str:
         url = self.airflow_database_url

@@ -17,3 +17,16 @@ def test_the_generated_pseudonym_key_is_private_and_stable(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert len(key) == 64
     assert Settings(secrets_dir=tmp_path / "secrets", pseudonym_key=None).pseudonym_secret == key
+
+
+def test_an_airflow_process_gets_these_settings_but_a_persons_own_airflow_options_win(tmp_path):
+    settings = Settings(data_root=tmp_path / "data", task_start_timeout_s=123)
+    base = {"PATH": "/bin", "MILLET_DATA_ROOT": "/elsewhere", "AIRFLOW__CORE__PARALLELISM": "7"}
+    env = settings.airflow_process_environ(base, AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+                                           AIRFLOW__CORE__PARALLELISM="2")
+    assert env["PATH"] == "/bin"
+    assert env["MILLET_DATA_ROOT"] == str(tmp_path / "data")  # these settings, not the caller's
+    assert env["AIRFLOW_HOME"] == str(tmp_path / "data" / "airflow")
+    assert env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] == "123"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "7"  # the person's, over the settings' and the services'
