@@ -92,7 +92,7 @@ def _build_reconciliation(settings) -> None:
     would run it, with the same variables."""
     from dbt.cli.main import dbtRunner
 
-    from millet.transform.dbt import reconciliation_path
+    from millet.transform.dbt import dbt_log_path, dbt_target_dir, reconciliation_path
 
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +100,8 @@ def _build_reconciliation(settings) -> None:
     project = str(settings.dbt_project_dir)
     result = dbtRunner().invoke([
         "run", "--select", "+rec_bank_repayments__unconfirmed", "--project-dir", project, "--profiles-dir",
-        project, "--target-path", str(settings.root / "dbt" / "target"), "--log-path",
-        str(settings.root / "dbt" / "logs"), "--vars",
+        project, "--target-path", str(dbt_target_dir(settings)), "--log-path",
+        str(dbt_log_path(settings).parent), "--vars",
         json.dumps({"as_of": str(DAY), "bank_booking_lag_days": settings.bank_booking_lag_days})])
     assert result.success, result.exception
 

@@ -128,9 +128,9 @@ def _run_compiled_sql(settings) -> None:
 
     from millet.feature_spec import families
     from millet.transform import snapshot_path
-    from millet.transform.dbt import state_path
+    from millet.transform.dbt import dbt_target_dir, state_path
 
-    compiled = settings.root / "dbt" / "target" / "compiled" / "millet" / "models"
+    compiled = dbt_target_dir(settings) / "compiled" / "millet" / "models"
     con = duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config())
     con.execute("set TimeZone = 'UTC'")  # as dbt's profile sets it
     con.execute(f"set variable as_of = date '{D1}'")  # as the external materialization does

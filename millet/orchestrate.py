@@ -29,15 +29,36 @@ def load_dag(settings: Settings | None = None):
 
 
 def ensure_metadata_db(settings: Settings) -> None:
+    with _metadata_db(settings):
+        from airflow.utils import db
+
+        db.initdb()  # creates or upgrades; a no-op when the schema is current
+
+
+def metadata_db_is_current(settings: Settings) -> bool:
+    """Whether Airflow's metadata database holds the schema this Airflow expects; looks, changes nothing
+    (no database yet, or one an Airflow upgrade has not migrated: False)."""
+    with _metadata_db(settings):
+        from airflow.utils import db
+
+        try:
+            db.check_migrations(timeout=0)  # `airflow db check-migrations`: one look when the timeout is 0
+        except TimeoutError:
+            return False
+    return True
+
+
+@contextmanager
+def _metadata_db(settings: Settings):
+    """Airflow configured for these settings, and its database's connection errors said plainly."""
     _refuse_another_airflow_home(settings)
     settings.export_for_airflow()  # before the first `import airflow`: it reads AIRFLOW_HOME at import
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    from airflow.utils import db
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
     try:
-        db.initdb()  # creates or upgrades; a no-op when the schema is current
+        yield
     except OperationalError as exc:
         where = make_url(settings.airflow_database).render_as_string(hide_password=True)
         reason = str(exc.orig or exc).strip().splitlines()[0]
@@ -125,9 +146,12 @@ def _refuse_after_an_unfinished_day(day: date | str) -> None:
                                f"(millet run --date {earlier})")
 
 
-def recent_runs(settings: Settings, limit: int = 7) -> list[dict]:
-    """The latest `limit` runs of the DAG, newest first: logical day, state, when it ended, its kind."""
-    ensure_metadata_db(settings)  # a no-op once the schema is current; what a run would do first anyway
+def recent_runs(settings: Settings, limit: int = 7) -> list[dict] | None:
+    """The latest `limit` runs of the DAG, newest first: logical day, state, when it ended, its kind.
+    None when the metadata database is not at Airflow's current schema: a look neither creates nor
+    migrates it (a run does)."""
+    if not metadata_db_is_current(settings):
+        return None
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select

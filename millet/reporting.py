@@ -171,8 +171,13 @@ def status_lines(settings: Settings, now=None) -> list[str]:
     now = now or datetime.now(UTC)
     lines = ["runs of millet_nightly (newest first):"]
     runs = recent_runs(settings)
-    lines += [f"  {run['day']}  {run['state']:<8} {_ago(run['ended'], now) if run['ended'] else 'not ended'}"
-              f"  ({run['run_type']})" for run in runs] or ["  none yet"]
+    if runs is None:
+        lines.append("  none: Airflow's metadata database is not at this Airflow's schema (no run yet, or an "
+                     "upgrade not migrated: millet run, or millet airflow db migrate)")
+    else:
+        lines += [f"  {run['day']}  {run['state']:<8} "
+                  f"{_ago(run['ended'], now) if run['ended'] else 'not ended'}  ({run['run_type']})"
+                  for run in runs] or ["  none yet"]
     lines.append("feeds (latest day in bronze, and when its drop was delivered):")
     lines += [f"  {channel:<16} {_freshness(channel, settings, now)}" for channel in _channels()]
     alerts = _alerts(alert_log(settings))
@@ -204,17 +209,13 @@ def _freshness(channel: str, settings: Settings, now) -> str:
 
 
 def _online_age(settings: Settings, now) -> str:
-    from datetime import timedelta
-
-    from millet.serving.store import has_published, open_store
+    from millet.serving.store import has_published, open_store, published_day
 
     if not has_published(settings):
         return "nothing published yet"
-    ends = [end for view in open_store(settings).list_feature_views()
-            for _start, end in view.materialization_intervals]
-    if not ends:
+    day = published_day(open_store(settings))
+    if day is None:
         return "registry applied, nothing materialized"
-    day = (max(ends) - timedelta(days=1)).date()  # snapshots are stamped at their day's close
     return f"serves the snapshot of {day} ({(now.date() - day).days} days before today)"
 
 

@@ -28,7 +28,6 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -268,16 +267,14 @@ def _drop_warehouse_marker(settings: Settings) -> None:
 def _republish(settings: Settings) -> str | None:
     """Clear the online store (its records are keyed by the old user_keys) and load the day it last
     published again, from the re-keyed snapshots; None when nothing was ever published."""
-    from millet.serving.store import has_published, open_store, publish_features
+    from millet.serving.store import has_published, open_store, publish_features, published_day
 
     if not has_published(settings):
         return None
     store = open_store(settings)
-    views = store.list_feature_views()
-    starts = [start for view in views for start, _end in view.materialization_intervals]
-    if not starts:
+    day = published_day(store)
+    if day is None:
         return None
-    day = (max(starts) - timedelta(days=1)).date().isoformat()  # snapshots are stamped at their day's close
-    store._get_provider().online_store.teardown(store.config, views, [])
+    store._get_provider().online_store.teardown(store.config, store.list_feature_views(), [])
     publish_features(day, settings)
-    return day
+    return day.isoformat()

@@ -146,6 +146,13 @@ def snapshot_timestamp(day: str | date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
+def published_day(store) -> date | None:
+    """The latest as-of day materialized into the online store (what materialize_day recorded in the
+    registry), or None when nothing was."""
+    stamps = [start for view in store.list_feature_views() for start, _end in view.materialization_intervals]
+    return (max(stamps) - timedelta(days=1)).date() if stamps else None  # the inverse of snapshot_timestamp
+
+
 @contextlib.contextmanager
 def _restore_cwd():
     # Feast's apply chdirs into the repo and imports its files by path relative to the cwd.

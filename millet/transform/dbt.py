@@ -74,7 +74,8 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     rebase = rebase or full_refresh or is_rebase_day(day, settings) or not can_roll
     with _user_slice_folders(settings):
         rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
-        _invoke(["build", *_dbt_args(day, rebase, settings), *(["--full-refresh"] if full_refresh else [])])
+        _invoke(["build", *_dbt_args(day, rebase, settings), *(["--full-refresh"] if full_refresh else [])],
+                settings)
     differences = _compare_with_rolled(day, rolled, states, settings) if rolled else None
     prune_snapshots(day, settings)  # before this build is recorded: it is not yet a run to prune from
     prune_state(day, settings)
@@ -102,7 +103,7 @@ def build_history(first: str | date, last: str | date, settings: Settings | None
         for path in _day_files(day, settings):
             path.parent.mkdir(parents=True, exist_ok=True)
     with _user_slice_folders(settings):
-        _invoke(["build", *_dbt_args(last, False, settings, history_from=days[0])])
+        _invoke(["build", *_dbt_args(last, False, settings, history_from=days[0])], settings)
     prune_snapshots(last, settings)
     prune_state(last, settings)
     for day in days:
@@ -145,7 +146,7 @@ def is_rebase_day(day: date, settings: Settings) -> bool:
 def _roll_aside(day: date, states: dict[str, Path], settings: Settings) -> dict[str, Path]:
     """Roll the state forward as on any night (and the intermediate models it reads), then move it aside
     for the comparison with the re-based state."""
-    _invoke(["run", "--select", "+path:models/state", *_dbt_args(day, False, settings)])
+    _invoke(["run", "--select", "+path:models/state", *_dbt_args(day, False, settings)], settings)
     aside = {}
     for model, path in states.items():
         aside[model] = path.with_name("rolled.parquet")
@@ -244,18 +245,24 @@ def build_docs(day: date, settings: Settings) -> Path:
     the warehouse's catalog) as one self-contained page; returns it."""
     settings.export()
     target = settings.docs_dir / "dbt"
-    _invoke(["docs", "generate", "--static", *_dbt_args(day, False, settings), "--target-path", str(target)])
+    _invoke(["docs", "generate", "--static", *_dbt_args(day, False, settings, target=target)], settings)
     return target / "static_index.html"
 
 
-def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None) -> list[str]:
+def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None,
+              target: Path | None = None) -> list[str]:
     """The project's vars for as-of `day` (for every day from `history_from` to it, if given) and where
-    dbt's own files go."""
+    dbt's own files go (its artifacts to `target`, if given)."""
     dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase,
                 "user_slices": settings.state_user_slices, "user_slices_dir": str(user_slices_dir(settings))}
     if history_from:
         dbt_vars["history_from"] = str(history_from)
-    return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings)]
+    return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings, target or dbt_target_dir(settings))]
+
+
+def dbt_target_dir(settings: Settings) -> Path:
+    """dbt's artifacts of Millet's runs: the manifest, run results, compiled SQL."""
+    return settings.root / "dbt" / "target"
 
 
 def dbt_log_path(settings: Settings) -> Path:
@@ -263,16 +270,16 @@ def dbt_log_path(settings: Settings) -> Path:
     return settings.root / "dbt" / "logs" / "dbt.log"
 
 
-def _dbt_dirs(settings: Settings) -> list[str]:
+def _dbt_dirs(settings: Settings, target: Path) -> list[str]:
     # target/ and logs/ go under the data root, so runs never dirty the repository.
     project = str(settings.dbt_project_dir)
     return ["--project-dir", project, "--profiles-dir", project,
-            "--target-path", str(settings.root / "dbt" / "target"),
+            "--target-path", str(target),
             "--log-path", str(dbt_log_path(settings).parent),
             "--quiet"]  # errors only on the console; everything in logs/dbt.log
 
 
-def _invoke(args: list[str]) -> None:
+def _invoke(args: list[str], settings: Settings) -> None:
     from dbt.cli.main import dbtRunner  # heavy; only when a task actually runs
 
     try:
@@ -280,9 +287,8 @@ def _invoke(args: list[str]) -> None:
     finally:
         _release_warehouse()
     if not result.success:
-        log = Path(args[args.index("--log-path") + 1]) / "dbt.log"
         raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'its errors are above'}; "
-                              f"dbt's log: {log}")
+                              f"dbt's log: {dbt_log_path(settings)}")
 
 
 def _release_warehouse() -> None:

@@ -23,6 +23,7 @@ from millet.simulate.run import write_drop
 from millet.transform import build_features, snapshot_path
 from millet.transform.dbt import (
     build_history,
+    dbt_target_dir,
     read_build,
     reconciliation_path,
     state_differences,
@@ -115,7 +116,7 @@ def _sliced_models(settings: Settings) -> set[str]:
     """The state models the last dbt run compiled to read one slice of users at a time. (Run with the
     slice variables unset, or for fewer than every slice, such a model would lose rows: the tests
     compare every row.)"""
-    compiled = settings.root / "dbt" / "target" / "compiled" / "millet" / "models" / "state"
+    compiled = dbt_target_dir(settings) / "compiled" / "millet" / "models" / "state"
     condition = "getvariable('user_slice_from')"
     return {path.stem for path in compiled.rglob("*.sql") if condition in path.read_text()}
 
