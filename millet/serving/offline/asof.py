@@ -112,11 +112,16 @@ class _ViewJoin:
         return [f"{file} as __file_{i}", f"{f}.__row as __row_{i}"], join
 
     def fetch(self, i: int) -> tuple[list[str], str]:
-        """Select items for the features and the join clause reading them, the matches being `m`."""
+        """Select items for the features and the join clause reading them, the matches being `m`.
+        Only matched rows reach the join's hash table (a semi join with the matches first): a training
+        set over months of daily snapshots would otherwise hold every snapshot row's features."""
         f = f"f{i}"
         columns = ", ".join(["filename as __file", "file_row_number as __row", *map(_quote, self.features)])
-        join = (f"left join (select {columns} from read_parquet({self.files}, hive_partitioning = false)) "
-                f"{f} on {f}.__file = m.__file_{i} and {f}.__row = m.__row_{i}")
+        wanted = (f"(select distinct __file_{i} as __file, __row_{i} as __row from matched "
+                  f"where __file_{i} is not null)")
+        rows = (f"select {columns} from read_parquet({self.files}, hive_partitioning = false) "
+                f"semi join {wanted} w on filename = w.__file and file_row_number = w.__row")
+        join = f"left join ({rows}) {f} on {f}.__file = m.__file_{i} and {f}.__row = m.__row_{i}"
         items = [f"{f}.{_quote(c)} as {_quote(n)}" for c, n in zip(self.features, self.names, strict=True)]
         return items, join
 
