@@ -204,8 +204,8 @@ def _freshness(channel: str, settings: Settings, now) -> str:
         return "nothing ingested"
     manifest = settings.ingest_manifest_path(channel, days[-1])
     delivered = json.loads(manifest.read_text()).get("delivered_at") if manifest.exists() else None
-    when = _ago(datetime.fromisoformat(delivered), now) if delivered else "delivery time unknown"
-    return f"{days[-1]}, delivered {when}"
+    return f"{days[-1]}, delivered {_ago(datetime.fromisoformat(delivered), now)}" if delivered \
+        else f"{days[-1]}, delivery time unknown"
 
 
 def _online_age(settings: Settings, now) -> str:
