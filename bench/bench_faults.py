@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from millet.contracts import contract_for, contracts, ingestion_order
 from millet.contracts.base import Contract
 from millet.settings import Settings
+from millet.transform.dbt import dbt_log_path
 
 DAY = date(2026, 1, 1)
 KEY = "bench-only-pseudonym-key"
@@ -575,7 +576,7 @@ def _kill_when(settings: Settings, inside, stage: str):
 
 def _kill_inside_ingestion(settings: Settings) -> str:
     """Killed once consent and at least one feed are in bronze, before dbt has started."""
-    dbt_log = settings.root / "dbt" / "logs" / "dbt.log"
+    dbt_log = dbt_log_path(settings)
     _kill_when(settings, lambda: _bronze_partitions(settings) >= 2, "ingestion")
     return f"{_bronze_partitions(settings)} of {len(contracts())} feeds written, dbt " + (
         "started" if dbt_log.exists() else "not started")
@@ -589,7 +590,7 @@ def _kill_inside_a_merge(settings: Settings) -> str:
     """Killed while an intermediate model's transaction is open (dbt logs BEGIN, then COMMIT)."""
     import duckdb
 
-    log = _DbtLog(settings.root / "dbt" / "logs" / "dbt.log")
+    log = _DbtLog(dbt_log_path(settings))
     models = _kill_when(settings, log.models_in_transaction, "dbt")
     with closing(duckdb.connect(str(settings.warehouse_path), read_only=True)) as con:
         tables = {t for (t,) in con.sql("select table_name from information_schema.tables").fetchall()}

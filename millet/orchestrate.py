@@ -36,8 +36,8 @@ def ensure_metadata_db(settings: Settings) -> None:
 
 
 def metadata_db_is_current(settings: Settings) -> bool:
-    """Whether Airflow's metadata database holds the schema this Airflow expects; looks, changes nothing
-    (no database yet, or one an Airflow upgrade has not migrated: False)."""
+    """Whether Airflow's metadata database holds the schema this Airflow expects; looks, and creates or
+    migrates no schema (no database yet, or one an Airflow upgrade has not migrated: False)."""
     with _metadata_db(settings):
         from airflow.utils import db
 

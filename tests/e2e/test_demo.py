@@ -19,6 +19,7 @@ import pytest
 
 from millet.alerts import alert_log
 from millet.settings import Settings
+from millet.transform.dbt import dbt_log_path
 from tests.e2e.processes import MILLET
 
 SCREEN_LINES = 60
@@ -42,7 +43,7 @@ def test_the_demo_fits_on_one_screen_and_every_path_it_names_exists(demo):
     assert len(lines) <= SCREEN_LINES, out
     paths = [Path(p.rstrip(".,;:)")) for p in re.findall(r"(/\S+)", out)]
     named = {p for p in paths if str(p).startswith(str(settings.root))}
-    assert {settings.root / "dbt" / "logs" / "dbt.log", alert_log(settings)} <= named
+    assert {dbt_log_path(settings), alert_log(settings)} <= named
     assert all(p.exists() for p in named), [p for p in named if not p.exists()]
     run_logs = [p for p in named if p.name.startswith("millet_nightly_")]
     assert len(run_logs) == settings.demo_days

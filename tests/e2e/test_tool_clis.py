@@ -217,14 +217,16 @@ def test_millet_status_shows_runs_feeds_alerts_and_the_online_day(nightly):
 
 @pytest.mark.e2e
 def test_millet_status_on_a_new_data_root_says_so_and_creates_no_airflow_schema(tmp_path):
-    """A look changes nothing: `millet status` before any run neither creates nor migrates Airflow's
+    """A look creates no schema: `millet status` before any run neither creates nor migrates Airflow's
     metadata database (a run does that). Mutation: status calling ensure_metadata_db (tables appear)."""
     import sqlite3
 
     from millet.settings import Settings
 
-    settings = Settings(data_root=tmp_path / "new", pseudonym_key="test-only-key")
-    done = subprocess.run([MILLET, "status"], env={**os.environ, **settings.millet_environ()},
+    # A new user's: SQLite and a file registry, whatever the session's services.
+    settings = Settings(data_root=tmp_path / "new", pseudonym_key="test-only-key", airflow_database_url=None,
+                        feast_registry_url=None)
+    done = subprocess.run([MILLET, "status"], env=_bare_env(tmp_path) | settings.millet_environ(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "none: Airflow's metadata database is not at this Airflow's schema" in done.stdout

@@ -38,6 +38,7 @@ from millet.contracts import contracts
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import Faults
+from millet.transform.dbt import dbt_log_path
 from tests.conftest import TEST_KEY
 
 DAY1, DAY2 = "2026-01-01", "2026-01-02"
@@ -211,7 +212,7 @@ class _DbtLog:
     EVENT = re.compile(r"On model\.millet\.(int_\w+): (BEGIN|COMMIT)")
 
     def __init__(self, settings: Settings):
-        self.path = settings.root / "dbt" / "logs" / "dbt.log"
+        self.path = dbt_log_path(settings)
         self.offset = self.path.stat().st_size if self.path.exists() else 0
         self.open: set[str] = set()
         self._partial = ""

@@ -154,7 +154,9 @@ class AsofRetrievalJob(RetrievalJob):
 
         with duckdb.connect() as con:
             con.execute("set TimeZone = 'UTC'")
-            # The matches stay the probe side of the fetch joins, so their order survives in long runs.
+            # The matches stay the probe side of the fetch joins, so their order survives in long runs,
+            # and each fetch's semi join keeps the matches as its hash table (else DuckDB may build it
+            # from the snapshot scan, every row's features, which is what the semi join is there to avoid).
             con.execute("set disabled_optimizers = 'build_side_probe_side'")
             con.register("entities", pa.Table.from_pandas(
                 self._entities.assign(**{ROW: range(len(self._entities))}), preserve_index=False))
