@@ -166,18 +166,9 @@ def status_lines(settings: Settings, now=None) -> list[str]:
     from datetime import UTC, datetime
 
     from millet.alerts import alert_log
-    from millet.orchestrate import recent_runs
 
     now = now or datetime.now(UTC)
-    lines = ["runs of millet_nightly (newest first):"]
-    runs = recent_runs(settings)
-    if runs is None:
-        lines.append("  none: Airflow's metadata database is not at this Airflow's schema (no run yet, or an "
-                     "upgrade not migrated: millet run, or millet airflow db migrate)")
-    else:
-        lines += [f"  {run['day']}  {run['state']:<8} "
-                  f"{_ago(run['ended'], now) if run['ended'] else 'not ended'}  ({run['run_type']})"
-                  for run in runs] or ["  none yet"]
+    lines = ["runs of millet_nightly (newest first):", *_run_lines(settings, now)]
     lines.append("feeds (latest day in bronze, and when its drop was delivered):")
     lines += [f"  {channel:<16} {_freshness(channel, settings, now)}" for channel in _channels()]
     alerts = _alerts(alert_log(settings))
@@ -188,6 +179,20 @@ def status_lines(settings: Settings, now=None) -> list[str]:
                  f"{sum(a['severity'] == 'warning' for a in night)} warnings; log {alert_log(settings)}")
     lines.append(f"online store ({settings.online_store}): {_online_age(settings, now)}")
     return lines
+
+
+def _run_lines(settings: Settings, now) -> list[str]:
+    from millet.orchestrate import DagRunFailed, recent_runs
+
+    try:
+        runs = recent_runs(settings)
+    except DagRunFailed as exc:  # its database down: the feeds, alerts and online store still tell a lot
+        return [f"  unknown: {exc}"]
+    if runs is None:
+        return ["  none: Airflow's metadata database is not at this Airflow's schema (no run yet, or an "
+                "upgrade not migrated: millet run, or millet airflow db migrate)"]
+    return [f"  {run['day']}  {run['state']:<8} {_ago(run['ended'], now) if run['ended'] else 'not ended'}  "
+            f"({run['run_type']})" for run in runs] or ["  none yet"]
 
 
 def _channels() -> list[str]:

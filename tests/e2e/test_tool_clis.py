@@ -237,6 +237,26 @@ def test_millet_status_on_a_new_data_root_says_so_and_creates_no_airflow_schema(
     assert tables == []
 
 
+def test_millet_status_with_airflow_s_database_down_says_so_and_reports_the_rest(tmp_path):
+    """The night the on-call engineer needs status most: Airflow's PostgreSQL does not answer. Status names
+    it in a line (no traceback) and still reports the feeds and the online store. Mutation: status without
+    its handling of DagRunFailed (exit 1, a traceback)."""
+    from millet.settings import Settings
+
+    closed = free_port()  # nothing listens there: the connection is refused at once
+    settings = Settings(data_root=tmp_path / "r", pseudonym_key="test-only-key", feast_registry_url=None,
+                        airflow_database_url=f"postgresql+psycopg://millet@127.0.0.1:{closed}/airflow")
+    done = subprocess.run([MILLET, "status"], env=_bare_env(tmp_path) | settings.millet_environ(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = done.stdout.splitlines()[1]
+    assert runs.startswith(f"  unknown: Airflow's metadata database postgresql+psycopg://millet@127.0.0.1:{closed}/")
+    assert "did not answer" in runs and "Connection refused" in runs
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "feeds (latest day in bronze" in done.stdout
+    assert "nothing published yet" in done.stdout
+
+
 @pytest.mark.e2e
 def test_millet_airflow_standalone_opens_airflow_on_the_runs_millet_made(nightly, tmp_path):
     """The README's recipe for Airflow's UI: `millet airflow standalone`, whose API (the UI's backend)
