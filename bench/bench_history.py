@@ -10,6 +10,11 @@
 3. `nightly` builds D1 as any night does (rolled from D0's state), in a fresh process.
 Each reports wall time and peak RSS; `history_vs_nightly` is the ratio (the target: under 10).
 Prints one JSON line.
+
+`--stage nights --nights N` (after `prepare` alone) builds the N nights up to D0 one by one, each in a
+fresh process as the DAG's task runs it, and prints each night's seconds: what a night costs that is not
+the first. Side by side with other code on a copy of the same prepared root:
+`PYTHONPATH=<worktree of the other commit> python bench/bench_history.py --stage nights --root R2`.
 """
 
 from __future__ import annotations
@@ -29,16 +34,23 @@ D1 = D0 + timedelta(days=1)
 DAYS = 180
 FIRST = D0 - timedelta(days=DAYS - 1)
 TIMED = ("history", "nightly")
+NIGHTS = 5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=50_000)
-    parser.add_argument("--stage", choices=["all", "prepare", *TIMED], default="all")
+    parser.add_argument("--stage", choices=["all", "prepare", "nights", "night", *TIMED], default="all")
     parser.add_argument("--root", type=Path)
+    parser.add_argument("--nights", type=int, default=NIGHTS)
+    parser.add_argument("--day", type=date.fromisoformat, default=D1)
     args = parser.parse_args()
     if args.stage == "prepare":
         return _prepare(_settings(args.root), args.users)
+    if args.stage == "nights":
+        return print(json.dumps(_nights(args.root, args.nights)))
+    if args.stage == "night":
+        return print(json.dumps(_timed(_settings(args.root), "nightly", args.day)))
     if args.stage in TIMED:
         return print(json.dumps(_timed(_settings(args.root), args.stage)))
     with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
@@ -83,7 +95,19 @@ def _prepare(settings, users: int) -> None:
     print(json.dumps({"bronze_days": DAYS + 1}))
 
 
-def _timed(settings, stage: str) -> dict:
+def _nights(root: Path, nights: int) -> dict[str, float]:
+    """Each night up to D0 in a fresh process, as the DAG's build task runs it."""
+    seconds = {}
+    for day in (D0 - timedelta(days=n) for n in range(nights - 1, -1, -1)):
+        done = subprocess.run([sys.executable, __file__, "--stage", "night", "--root", str(root), "--day",
+                               str(day)], capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"night {day} failed:\n{done.stderr[-3000:]}")
+        seconds[str(day)] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return seconds
+
+
+def _timed(settings, stage: str, day: date = D1) -> dict:
     from millet.transform import build_features
     from millet.transform.dbt import build_history
 
@@ -91,7 +115,7 @@ def _timed(settings, stage: str) -> dict:
     if stage == "history":
         build_history(FIRST, D0, settings)
     else:
-        build_features(D1, settings)
+        build_features(day, settings)
     seconds = time.perf_counter() - began
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2)}

@@ -90,20 +90,12 @@ def _world(root: Path, users: int, feed_users: int) -> float:
 def _build_reconciliation(settings) -> None:
     """`dbt run` of the reconciliation model alone (and the staging views it reads), as the nightly build
     would run it, with the same variables."""
-    from dbt.cli.main import dbtRunner
-
-    from millet.transform.dbt import dbt_log_path, dbt_target_dir, reconciliation_path
+    from millet.transform.dbt import reconciliation_path, run_dbt
 
     settings.export()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     reconciliation_path(DAY, settings).parent.mkdir(parents=True, exist_ok=True)
-    project = str(settings.dbt_project_dir)
-    result = dbtRunner().invoke([
-        "run", "--select", "+rec_bank_repayments__unconfirmed", "--project-dir", project, "--profiles-dir",
-        project, "--target-path", str(dbt_target_dir(settings)), "--log-path",
-        str(dbt_log_path(settings).parent), "--vars",
-        json.dumps({"as_of": str(DAY), "bank_booking_lag_days": settings.bank_booking_lag_days})])
-    assert result.success, result.exception
+    run_dbt(["run", "--select", "+rec_bank_repayments__unconfirmed"], DAY, settings)
 
 
 def _drift_one_feature(settings) -> None:

@@ -1,11 +1,11 @@
 {#- State carried forward from day to day, for aggregates that only grow (a loan book): yesterday's rows
     merged with what became usable today. Each aggregate is (name, function, expression) with a function
     that merges its own partial results (min, max, sum), so merging yesterday's row with today's equals
-    aggregating the whole history: a re-base (var('rebase')) aggregates the whole history, and
+    aggregating the whole history: a re-base (run_var('rebase')) aggregates the whole history, and
     millet.transform compares the two. -#}
 
 {% macro carried_state(events_model, keys, aggregates, where='true') %}
-{%- set filters = usable_today() if not var('rebase', false) else [known_by_as_of()] -%}
+{%- set filters = usable_today() if not run_var('rebase', false) else [known_by_as_of()] -%}
 with events as (
   {%- for condition in filters %}
     {{ 'union all ' if not loop.first }}select * from {{ ref(events_model) }} where {{ condition }} and {{ where }}{{ and_in_user_slice() }}
@@ -21,7 +21,7 @@ usable as (
     from events
     group by {{ keys | join(', ') }}
 )
-{%- if not var('rebase', false) %},
+{%- if not run_var('rebase', false) %},
 
 merged as (
     select
@@ -39,7 +39,7 @@ merged as (
 )
 {%- endif %}
 
-select * from {{ 'usable' if var('rebase', false) else 'merged' }}
+select * from {{ 'usable' if run_var('rebase', false) else 'merged' }}
 order by {{ keys | join(', ') }}
 {% endmacro %}
 

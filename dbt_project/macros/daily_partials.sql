@@ -5,9 +5,9 @@
     days; the first run, or --full-refresh, reads every arrival day up to as-of. -#}
 {% macro arrivals(staging_model) %}
     select * from {{ ref(staging_model) }}
-    where arrived_on <= date '{{ var("as_of") }}'
+    where arrived_on <= date '{{ run_var("as_of") }}'
     {%- if is_incremental() %}
-      and arrived_on >= date '{{ var("history_from", var("as_of")) }}'
+      and arrived_on >= date '{{ run_var("history_from", run_var("as_of")) }}'
     {%- endif %}
 {% endmacro %}
 

@@ -20,7 +20,7 @@
       no later day has one as large), so a window's max is the first step inside it;
     - distinct: per source, each value's last day (state_<family>__values).
 
-    Without yesterday's state (the first night, a gap) or with var('rebase'), every value is rebuilt from
+    Without yesterday's state (the first night, a gap) or with run_var('rebase'), every value is rebuilt from
     the daily partials; millet.transform decides which, re-bases on a schedule and compares the two. -#}
 
 {% macro state_units() %}10000{% endmacro %}
@@ -38,7 +38,7 @@
 {%- set active_sources = plan.active | map(attribute=1) | unique | list -%}
 {%- set leaving_windows = (plan.totals | map(attribute=1) | list + [plan.longest]) | unique | sort | list %}
 with
-{%- if var('rebase', false) %}
+{%- if run_var('rebase', false) %}
 {%- set batches = plan.totals | batch(rebuild_batch()) | list %}
 
 {# In batches of totals, each its own aggregate joined on the user: one aggregate of every total held
@@ -217,7 +217,7 @@ with candidates as (
     from ({{ daily_rows(family_partials(family), new_rows_filters(plan.longest)) }}) as rows_{{ loop.index }}
     where {{ source }} is not null
   {%- endfor %}
-  {%- if not var('rebase', false) %}
+  {%- if not run_var('rebase', false) %}
     union all
     select user_key, source, event_date, value from {{ yesterdays_state() }} where event_date > {{ as_of_day(plan.longest) }}
   {%- endif %}
@@ -252,7 +252,7 @@ with candidates as (
     {{ 'union all ' if not loop.first }}select user_key, '{{ source }}' as source, event_date as last_seen, {{ explode_list(source) }} as value
     from ({{ daily_rows(family_partials(family), new_rows_filters(plan.longest)) }}) as rows_{{ loop.index }}
   {%- endfor %}
-  {%- if not var('rebase', false) %}
+  {%- if not run_var('rebase', false) %}
     union all
     select user_key, source, last_seen, value from {{ yesterdays_state() }} where last_seen > {{ as_of_day(plan.longest) }}
   {%- endif %}
@@ -273,7 +273,7 @@ order by user_key, source, value
 {% macro late_rows_state(family) %}
 {%- set longest = window_plan(family_spec(family)).longest -%}
 {{ depends_on_partials(family) }}
-{%- if var('rebase', false) %}
+{%- if run_var('rebase', false) %}
 select * from ({{ daily_rows(family_partials(family), [window_rows_filter(longest) ~ " and arrived_on > event_date"]) }}) as late
 {%- else %}
 select * from {{ yesterdays_state() }} where event_date > {{ as_of_day(longest) }}
@@ -298,7 +298,7 @@ where event_date = {{ day }}
 {#- The daily rows a state adds: on a re-base every row of the longest window, else the day's usable rows
     (late ones older than the longest window change nothing). -#}
 {% macro new_rows_filters(longest) %}
-{%- if var('rebase', false) -%}
+{%- if run_var('rebase', false) -%}
   {{ return([window_rows_filter(longest)]) }}
 {%- endif -%}
 {%- set filters = [] -%}

@@ -101,6 +101,4 @@ order by user_key  {#- a stable order: re-running a date rewrites the same file 
 {% endmacro %}
 
 
-{% macro snapshot_location(family) %}
-{{- millet_setting('MILLET_SNAPSHOTS_DIR') }}/{{ family }}/dt={{ var('as_of') }}/part-0.parquet
-{%- endmacro %}
+{% macro snapshot_location(family) %}{{ return(day_location(millet_setting('MILLET_SNAPSHOTS_DIR') ~ '/' ~ family)) }}{% endmacro %}

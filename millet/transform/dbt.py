@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -74,8 +75,7 @@ def build_features(day: str | date, settings: Settings | None = None, full_refre
     rebase = rebase or full_refresh or is_rebase_day(day, settings) or not can_roll
     with _user_slice_folders(settings):
         rolled = _roll_aside(day, states, settings) if rebase and can_roll else None
-        _invoke(["build", *_dbt_args(day, rebase, settings), *(["--full-refresh"] if full_refresh else [])],
-                settings)
+        run_dbt(["build", *(["--full-refresh"] if full_refresh else [])], day, settings, rebase=rebase)
     differences = _compare_with_rolled(day, rolled, states, settings) if rolled else None
     prune_snapshots(day, settings)  # before this build is recorded: it is not yet a run to prune from
     prune_state(day, settings)
@@ -103,7 +103,7 @@ def build_history(first: str | date, last: str | date, settings: Settings | None
         for path in _day_files(day, settings):
             path.parent.mkdir(parents=True, exist_ok=True)
     with _user_slice_folders(settings):
-        _invoke(["build", *_dbt_args(last, False, settings, history_from=days[0])], settings)
+        run_dbt(["build"], last, settings, history_from=days[0])
     prune_snapshots(last, settings)
     prune_state(last, settings)
     for day in days:
@@ -146,7 +146,7 @@ def is_rebase_day(day: date, settings: Settings) -> bool:
 def _roll_aside(day: date, states: dict[str, Path], settings: Settings) -> dict[str, Path]:
     """Roll the state forward as on any night (and the intermediate models it reads), then move it aside
     for the comparison with the re-based state."""
-    _invoke(["run", "--select", "+path:models/state", *_dbt_args(day, False, settings)], settings)
+    run_dbt(["run", "--select", "+path:models/state"], day, settings)
     aside = {}
     for model, path in states.items():
         aside[model] = path.with_name("rolled.parquet")
@@ -245,19 +245,39 @@ def build_docs(day: date, settings: Settings) -> Path:
     the warehouse's catalog) as one self-contained page; returns it."""
     settings.export()
     target = settings.docs_dir / "dbt"
-    _invoke(["docs", "generate", "--static", *_dbt_args(day, False, settings, target=target)], settings)
+    run_dbt(["docs", "generate", "--static"], day, settings, target=target)
     return target / "static_index.html"
 
 
-def _dbt_args(day: date, rebase: bool, settings: Settings, history_from: date | None = None,
-              target: Path | None = None) -> list[str]:
-    """The project's vars for as-of `day` (for every day from `history_from` to it, if given) and where
-    dbt's own files go (its artifacts to `target`, if given)."""
-    dbt_vars = {"as_of": str(day), "bank_booking_lag_days": settings.bank_booking_lag_days, "rebase": rebase,
-                "user_slices": settings.state_user_slices, "user_slices_dir": str(user_slices_dir(settings))}
-    if history_from:
-        dbt_vars["history_from"] = str(history_from)
-    return ["--vars", json.dumps(dbt_vars), *_dbt_dirs(settings, target or dbt_target_dir(settings))]
+def run_dbt(command: list[str], day: date, settings: Settings, rebase: bool = False,
+            history_from: date | None = None, target: Path | None = None) -> None:
+    """dbt `command` (e.g. ["build"]) for as-of `day` (for every day from `history_from` to it, if given;
+    `rebase`: every window rebuilt from the daily partials) with Millet's settings; dbt's artifacts to
+    `target` (default dbt_target_dir), its log to dbt_log_path. Raises TransformFailed if dbt fails."""
+    run = {"as_of": str(day), "rebase": rebase, "history_from": str(history_from) if history_from else None}
+    settings_vars = {"bank_booking_lag_days": settings.bank_booking_lag_days,
+                     "user_slices": settings.state_user_slices,
+                     "user_slices_dir": str(user_slices_dir(settings))}
+    dirs = _dbt_dirs(settings, target or dbt_target_dir(settings))
+    with _run_values(run):
+        _invoke([*command, "--vars", json.dumps(settings_vars), *dirs], settings)
+
+
+@contextlib.contextmanager
+def _run_values(run: dict):
+    """The run's values in the environment while dbt runs, as MILLET_RUN_<NAME> (JSON), where the macro
+    run_var reads them (macros/as_of.sql): in --vars, each night's new day would make dbt re-parse the
+    whole project, about 5 s of every run. The settings' vars stay in --vars (the same every run)."""
+    names = {f"MILLET_RUN_{name.upper()}": value for name, value in run.items()}
+    before = {name: os.environ.pop(name, None) for name in names}
+    os.environ.update({name: json.dumps(value) for name, value in names.items() if value is not None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def dbt_target_dir(settings: Settings) -> Path:

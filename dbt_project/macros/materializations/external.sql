@@ -87,7 +87,7 @@
     {#- millet: the query reads its as-of day from a DuckDB variable (macros/as_of.sql). A model kept per
         day (`/dt=<as_of>/` in its location) is written for every day of a history build in turn, each
         day's file before the next day's, which may read it; the view below points at the last. -#}
-    {%- set days = run_days() if '/dt=' ~ var('as_of') ~ '/' in location else [var('as_of')] -%}
+    {%- set days = run_days() if '/dt=' ~ run_var('as_of') ~ '/' in location else [run_var('as_of')] -%}
     {%- for day in days %}
     {% call statement('as_of_' ~ loop.index) -%}
       set variable as_of = date '{{ day }}'
@@ -96,7 +96,7 @@
     {%- endfor %}
   {% else %}
     {% call statement('as_of') -%}
-      set variable as_of = date '{{ var('as_of') }}'
+      set variable as_of = date '{{ run_var('as_of') }}'
     {%- endcall %}
     -- build model
     {% call statement('create_table', language=language) -%}

@@ -1,4 +1,4 @@
-{{ config(location=millet_setting('MILLET_RECONCILIATION_DIR') ~ '/dt=' ~ var('as_of') ~ '/part-0.parquet') }}
+{{ config(location=day_location(millet_setting('MILLET_RECONCILIATION_DIR'))) }}
 
 {#- Every repayment the lender recorded (the app's ledger) that the funding bank has not booked, once the
     bank's booking lag has passed: the divergence that in 2019 got paying borrowers reported overdue.

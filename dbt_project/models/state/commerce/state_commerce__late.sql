@@ -1,3 +1,3 @@
-{{ config(location=state_location(var('as_of'))) }}
+{{ config(location=state_location()) }}
 
 {{ late_rows_state('commerce') }}

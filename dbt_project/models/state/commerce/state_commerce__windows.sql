@@ -1,4 +1,4 @@
-{{ config(location=state_location(var('as_of'))) }}
+{{ config(location=state_location()) }}
 -- depends_on: {{ ref('state_commerce__late') }}
 -- depends_on: {{ ref('state_commerce__maxima') }}
 

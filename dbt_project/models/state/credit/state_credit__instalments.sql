@@ -1,4 +1,4 @@
-{{ config(location=state_location(var('as_of'))) }}
+{{ config(location=state_location()) }}
 
 {#- Every instalment that was repaid or fell overdue, as of the day: repaid (1) or not, and the day it
     fell due according to its overdue notices (a notice says how many days past due it is). -#}

@@ -1,4 +1,4 @@
-{{ config(location=state_location(var('as_of'))) }}
+{{ config(location=state_location()) }}
 
 {#- Every loan ever made, as of the day: when it was paid out, its term, what was lent and repaid (fixed
     point, as the window totals), the worst lateness seen and whether it ever fell overdue. -#}

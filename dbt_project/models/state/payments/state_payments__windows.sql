@@ -1,4 +1,4 @@
-{{ config(location=state_location(var('as_of'))) }}
+{{ config(location=state_location()) }}
 -- depends_on: {{ ref('state_payments__late') }}
 -- depends_on: {{ ref('state_payments__maxima') }}
 -- depends_on: {{ ref('state_payments__values') }}
