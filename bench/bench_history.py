@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=NIGHTS)
     parser.add_argument("--day", type=date.fromisoformat, default=D1)
     args = parser.parse_args()
+    if args.stage != "all" and not args.root:
+        parser.error(f"--stage {args.stage} needs --root (the prepared data root)")
     if args.stage == "prepare":
         return _prepare(_settings(args.root), args.users)
     if args.stage == "nights":

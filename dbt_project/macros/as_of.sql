@@ -10,8 +10,11 @@
 {#- A value of this run: `as_of` (the day), `rebase` (rebuild the windows from the daily partials) or
     `history_from` (the first day of a history build). Millet passes them as MILLET_RUN_<NAME>
     environment variables (JSON), read only while models run, never when dbt parses: dbt re-parses the
-    whole project (about 5 s) whenever a --vars value differs from the last run's, and every night's
-    as-of day does. Without the variable (plain `dbt build --vars '{as_of: ...}'`), var(name). -#}
+    whole project (seconds) whenever a --vars value differs from the last run's, and every night's
+    as-of day does. Without the variable (plain `dbt build --vars '{as_of: ...}'`), var(name).
+    So dbt parses every model with the defaults (no re-base): a ref() inside a branch on a run value is
+    not seen, and each model refs what any branch reads outside the branches (depends_on_partials,
+    `-- depends_on:`). -#}
 {% macro run_var(name, default=none) %}
 {%- set passed = env_var('MILLET_RUN_' ~ name | upper, '') if execute else '' -%}
 {{ return(fromjson(passed) if passed else var(name, default)) }}

@@ -267,7 +267,7 @@ def run_dbt(command: list[str], day: date, settings: Settings, rebase: bool = Fa
 def _run_values(run: dict):
     """The run's values in the environment while dbt runs, as MILLET_RUN_<NAME> (JSON), where the macro
     run_var reads them (macros/as_of.sql): in --vars, each night's new day would make dbt re-parse the
-    whole project, about 5 s of every run. The settings' vars stay in --vars (the same every run)."""
+    whole project, seconds of every run. The settings' vars stay in --vars (the same every run)."""
     names = {f"MILLET_RUN_{name.upper()}": value for name, value in run.items()}
     before = {name: os.environ.pop(name, None) for name in names}
     os.environ.update({name: json.dumps(value) for name, value in names.items() if value is not None})

@@ -237,6 +237,7 @@ def test_millet_status_on_a_new_data_root_says_so_and_creates_no_airflow_schema(
     assert tables == []
 
 
+@pytest.mark.e2e
 def test_millet_status_with_airflow_s_database_down_says_so_and_reports_the_rest(tmp_path):
     """The night the on-call engineer needs status most: Airflow's PostgreSQL does not answer. Status names
     it in a line (no traceback) and still reports the feeds and the online store. Mutation: status without
