@@ -1,10 +1,12 @@
 """Benchmark: ingest one simulated day of every feed (landing → bronze), realistic faults.
 
     .venv/bin/python bench/bench_ingest.py --users 1000000
+    .venv/bin/python bench/bench_ingest.py --users 60 --days 200   # a history's many small drops
 
 Simulates first, in a process of its own (not timed), then times ingestion of every feed for that
-day, consent first, in a fresh process, so the peak memory reported (RSS) is ingestion's alone.
-Prints lines ingested, seconds, lines/s, peak RSS and the seconds per feed as one JSON line.
+day, consent first, in a fresh process, so the peak memory reported (RSS) is ingestion's alone; over
+several days, every feed's days as a history build ingests them (`ingest_range`).
+Prints lines ingested, seconds, lines/s, peak RSS and (one day) the seconds per feed as one JSON line.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 DAY = date(2026, 1, 1)
@@ -26,16 +28,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--stage", choices=["all", "simulate", "ingest"], default="all")
+    parser.add_argument("--days", type=int, default=1)
     parser.add_argument("--root", type=Path, help="data root (a temporary one for --stage all)")
     args = parser.parse_args()
     if args.stage == "simulate":
-        return _simulate(args.root, args.users)
+        return _simulate(args.root, args.users, args.days)
     if args.stage == "ingest":
-        return print(json.dumps({"users": args.users, **_ingest(args.root)}))
+        ingest = _ingest if args.days == 1 else _ingest_range
+        return print(json.dumps({"users": args.users, "days": args.days, **ingest(args.root, args.days)}))
     with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
         for stage in ("simulate", "ingest"):
             subprocess.run([sys.executable, __file__, "--stage", stage, "--root", tmp,
-                            "--users", str(args.users)], check=True)
+                            "--users", str(args.users), "--days", str(args.days)], check=True)
 
 
 def _settings(root: Path):
@@ -44,16 +48,16 @@ def _settings(root: Path):
     return Settings(data_root=root, pseudonym_key="bench-only-key")
 
 
-def _simulate(root: Path, users: int) -> None:
+def _simulate(root: Path, users: int, days: int) -> None:
     from millet.simulate import simulate
     from millet.simulate.faults import Faults
 
     settings = _settings(root)
-    simulate(settings.landing_dir, users=users, days=1, start=DAY, seed=7, faults=Faults.realistic(DAY),
+    simulate(settings.landing_dir, users=users, days=days, start=DAY, seed=7, faults=Faults.realistic(DAY),
              truth_dir=settings.truth_dir)
 
 
-def _ingest(root: Path) -> dict:
+def _ingest(root: Path, days: int) -> dict:
     from millet.contracts import contract_for, ingestion_order
     from millet.ingest import ingest_channel_day
 
@@ -71,6 +75,18 @@ def _ingest(root: Path) -> dict:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {"lines": lines, "seconds": round(seconds, 1), "lines_per_s": round(lines / seconds),
             "peak_rss_gb": round(peak_gb, 2), "seconds_per_feed": per_feed}
+
+
+def _ingest_range(root: Path, days: int) -> dict:
+    from millet.ingest.history import ingest_range
+
+    began = time.perf_counter()
+    manifests = ingest_range(DAY, DAY + timedelta(days=days - 1), _settings(root))
+    seconds = time.perf_counter() - began
+    assert all(m["balanced"] for m in manifests)
+    lines = sum(m["lines_in"] for m in manifests)
+    return {"lines": lines, "seconds": round(seconds, 1), "lines_per_s": round(lines / seconds),
+            "channel_days": len(manifests), "ms_per_channel_day": round(1000 * seconds / len(manifests))}
 
 
 if __name__ == "__main__":

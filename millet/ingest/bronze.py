@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -58,13 +58,17 @@ class Manifest:
                                  + self.excluded_erased)
 
 
-def ingest_channel_day(channel: str, day: str | date, settings: Settings | None = None) -> dict:
-    """Load landing/<channel>/dt=<day>/ into bronze; returns the manifest as a dict."""
+def ingest_channel_day(channel: str, day: str | date, settings: Settings | None = None,
+                       database: duckdb.DuckDBPyConnection | None = None) -> dict:
+    """Load landing/<channel>/dt=<day>/ into bronze; returns the manifest as a dict. `database`: an open
+    `ingest_database` to work in, for many days in a row (opening one takes about 40 ms, a sixth of a
+    small drop's ingest); else one of its own."""
     settings = settings or get_settings()
     day = date.fromisoformat(str(day)).isoformat()  # a name that reaches SQL and paths: checked
     contract = contract_for(channel)
     manifest = Manifest(channel=channel, dt=day, contract_version=contract.version)
-    with _connection(settings) as con:
+    with ExitStack() as stack:
+        con = stack.enter_context(_empty_catalog(database or stack.enter_context(ingest_database(settings))))
         _check_landing_files(con, settings, contract, day, manifest)
         _resolve_good_rows(con, settings, contract, day)
         _count(con, manifest)
@@ -73,7 +77,19 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
 
 
 @contextmanager
-def _connection(settings: Settings):
+def _empty_catalog(con: duckdb.DuckDBPyConnection):
+    """`con` working in an in-memory catalog of its own, dropped after with every table in it: the next
+    channel-day in the same database starts from nothing."""
+    con.execute("attach ':memory:' as channel_day; use channel_day")
+    try:
+        yield con
+    finally:
+        con.execute("use memory; detach channel_day")
+
+
+@contextmanager
+def ingest_database(settings: Settings):
+    """An in-memory DuckDB for ingesting, within the ingest memory limit, spilling to a scratch folder."""
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.scratch_dir, prefix="ingest-") as spill:
         con = duckdb.connect(config=settings.duckdb_config(
@@ -91,8 +107,8 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
     keep = [contract.account, *(name for name in bronze_schema(contract).names if name != "user_key")]
     sql = checked_lines_sql(contract, closes_at, keep,
                             max_lateness=timedelta(days=settings.max_event_lateness_days))
-    con.register("lines", LINES_SCHEMA.empty_table())
-    con.execute(f"create table checked as {sql}")  # the query's own column types, no rows yet
+    # The first readable file creates the table (the query's own column types), the others add to it.
+    create, add, created = f"create table checked as {sql}", f"insert into checked {sql}", False
     for path in drop_files(settings.landing_dir, contract.channel, day):
         manifest.files.append(path.name)
         landed = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
@@ -106,7 +122,11 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
                                        contract.channel, day)
             continue
         con.register("lines", lines)
-        con.execute(f"insert into checked {sql}")
+        con.execute(add if created else create)
+        created = True
+    if not created:  # no readable file: the table, with no rows
+        con.register("lines", LINES_SCHEMA.empty_table())
+        con.execute(create)
     con.unregister("lines")
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 
 from millet.contracts import consent_feed, event_channels
-from millet.ingest.bronze import ingest_channel_day
+from millet.ingest.bronze import ingest_channel_day, ingest_database
 from millet.settings import Settings
 
 
@@ -24,4 +24,5 @@ def ingest_range(first: date, last: date, settings: Settings, workers: int = 2) 
 
 
 def _ingest_channel_days(settings: Settings, channel: str, days: list[date]) -> list[dict]:
-    return [ingest_channel_day(channel, day, settings) for day in days]
+    with ingest_database(settings) as database:
+        return [ingest_channel_day(channel, day, settings, database) for day in days]

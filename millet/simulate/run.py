@@ -50,18 +50,20 @@ def simulate(
     pop = make_population(users, seed)
     _write_parquet(pop.to_table(), truth_dir / "users.parquet")
     book, pending, written = LoanBook(pop), defaultdict(list), []
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # One DuckDB for the whole run: opening one takes ~40 ms, more than serialising a small world's day.
+    with ThreadPoolExecutor(max_workers=2) as pool, duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
         for offset in _progress(range(days), progress):
             day = start + timedelta(days=offset)
-            drop = _Drop(landing_dir, day, seed, faults, pending, pool)
+            drop = _Drop(landing_dir, day, seed, faults, pending, pool, con)
             consent = _consent_records(pop, day, first=offset == 0)
-            written += drop.deliver("consent", [_lines(consent, "consent")])
+            written += drop.deliver("consent", [drop.lines(consent, "consent")])
             for channel, generate in GENERATORS.items():  # one channel in memory at a time
                 chunks = range(0, len(pop), CHUNK_USERS)
                 written += drop.deliver(
                     channel,
                     [
-                        _lines(
+                        drop.lines(
                             generate(_slice(pop, lo, lo + CHUNK_USERS), day, _rng(seed, day, channel, i), i),
                             channel,
                         )
@@ -89,9 +91,9 @@ def _deliver_loans(pop: Population, book: LoanBook, drop: _Drop, truth_dir: Path
     drop.log["bank_sync"] = {"repayments_lost": bank.pop("_lost")}
     # The bank books a repayment up to two days later: each record waits for its own day's drop.
     for booked, records in _split_by_day(bank):
-        lines = _lines(with_envelope(pop, records, "bnk", booked), "bank_repayments")
+        lines = drop.lines(with_envelope(pop, records, "bnk", booked), "bank_repayments")
         drop.pending[(booked, "bank_repayments")].append(lines)
-    files = drop.deliver("loans", [_lines(with_envelope(pop, loans, "lon", day), "loans")])
+    files = drop.deliver("loans", [drop.lines(with_envelope(pop, loans, "lon", day), "loans")])
     return files + drop.deliver("bank_repayments", drop.pending.pop((day, "bank_repayments"), []))
 
 
@@ -105,7 +107,25 @@ class _Drop:
     faults: Faults
     pending: dict
     pool: ThreadPoolExecutor
+    con: duckdb.DuckDBPyConnection  # serialises the lines (`lines`); used from this thread only
     log: dict = field(default_factory=dict)
+
+    def lines(self, columns: dict, channel: str) -> pa.Array:
+        """One JSON object per event, fields in contract order; DuckDB serialises (fast, deterministic:
+        insertion order is preserved)."""
+        schema = contract_for(channel).schema
+        table = pa.table({name: columns[name] for name in schema.names if name in columns})
+        stamps = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+        select = ", ".join(
+            f"strftime({name}, '%Y-%m-%dT%H:%M:%S.%fZ') as {name}" if name in stamps else name
+            for name in table.column_names
+        )
+        self.con.register("events", table)
+        try:
+            sql = f"select to_json(e)::varchar from (select {select} from events) e"
+            return self.con.sql(sql).to_arrow_table().column(0).combine_chunks()
+        finally:
+            self.con.unregister("events")
 
     def deliver(self, channel: str, parts: list[pa.Array]) -> list[Path]:
         rng = _rng(self.seed, self.day, channel, 999)
@@ -145,22 +165,6 @@ def _split_by_day(records: dict):
     for ordinal_day in np.unique(days):
         keep = days == ordinal_day
         yield date(1970, 1, 1) + timedelta(days=int(ordinal_day)), {k: v[keep] for k, v in records.items()}
-
-
-def _lines(columns: dict, channel: str) -> pa.Array:
-    """One JSON object per event, fields in contract order; DuckDB serialises (fast, deterministic)."""
-    schema = contract_for(channel).schema
-    table = pa.table({name: columns[name] for name in schema.names if name in columns})
-    stamps = [f.name for f in schema if pa.types.is_timestamp(f.type)]
-    select = ", ".join(
-        f"strftime({name}, '%Y-%m-%dT%H:%M:%S.%fZ') as {name}" if name in stamps else name
-        for name in table.column_names
-    )
-    con = duckdb.connect()
-    con.execute("set TimeZone = 'UTC'")  # insertion order is preserved, so the output is deterministic
-    con.register("events", table)
-    sql = f"select to_json(e)::varchar from (select {select} from events) e"
-    return con.sql(sql).to_arrow_table().column(0).combine_chunks()
 
 
 def delivery_time(day: date) -> datetime:

@@ -1,6 +1,7 @@
 """Every fault the simulator injects is accounted for by ingestion, exactly, channel by channel."""
 
 import json
+import shutil
 from collections import Counter
 from datetime import date, timedelta
 
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 
 from millet.contracts import contract_for, ingestion_order
 from millet.ingest import ingest_channel_day
+from millet.ingest.history import ingest_range
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import RECORD_FAULTS, Faults
@@ -24,11 +26,13 @@ REASON = {
 }
 
 
+FAULTS = Faults(duplicate=0.02, late=0.02, **dict.fromkeys(RECORD_FAULTS, 0.01), truncated_gzip=0.2,
+                empty_file=0.3)
+
+
 def test_ingestion_accounts_for_every_injected_fault(tmp_path):
     settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
-    faults = Faults(duplicate=0.02, late=0.02, **dict.fromkeys(RECORD_FAULTS, 0.01), truncated_gzip=0.2,
-                    empty_file=0.3)
-    simulate(settings.landing_dir, users=2_000, days=DAYS, start=START, seed=9, faults=faults,
+    simulate(settings.landing_dir, users=2_000, days=DAYS, start=START, seed=9, faults=FAULTS,
              truth_dir=settings.truth_dir)
     order = [contract_for(channel) for channel in ingestion_order()]
     lost_files = Counter()
@@ -56,6 +60,25 @@ def test_ingestion_accounts_for_every_injected_fault(tmp_path):
             assert bool(m["unknown_fields"]) == (log["schema_drift"] > 0), (contract.channel, day)
     exercised = lost_files["truncated_or_corrupt_gzip"] and lost_files["empty_file"] and checked >= 10
     assert exercised and late_delivered, (lost_files, checked, late_delivered)
+
+
+def test_a_range_ingested_in_one_database_per_channel_equals_each_day_in_its_own(tmp_path):
+    """ingest_range reuses one DuckDB for a channel's days, each day in a fresh catalog: nothing of one
+    day (its tables, a quarantined file) may reach the next."""
+    each = Settings(data_root=tmp_path / "each", pseudonym_key=TEST_KEY.decode())
+    simulate(each.landing_dir, users=300, days=DAYS, start=START, seed=9, faults=FAULTS,
+             truth_dir=each.truth_dir)
+    shared = each.model_copy(update={"data_root": tmp_path / "shared"})
+    shutil.copytree(each.landing_dir, shared.landing_dir)  # with the files' times: when each drop landed
+    for offset in range(DAYS):
+        for channel in ingestion_order():
+            ingest_channel_day(channel, START + timedelta(days=offset), each)
+    ingest_range(START, START + timedelta(days=DAYS - 1), shared)
+    for zone in ("bronze_dir", "quarantine_dir", "manifests_dir"):
+        theirs, ours = getattr(each, zone), getattr(shared, zone)
+        files = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()), zone
+        assert files and all((theirs / f).read_bytes() == (ours / f).read_bytes() for f in files), zone
 
 
 def test_a_late_event_lands_in_its_arrival_partition_with_its_own_timestamp(tmp_path):
