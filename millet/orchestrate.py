@@ -156,7 +156,7 @@ def recent_runs(settings: Settings, limit: int = 7) -> list[dict] | None:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    with create_session() as session:
+    with _metadata_db(settings), create_session() as session:  # it may stop answering after the look
         runs = session.scalars(select(DagRun).where(DagRun.dag_id == DAG_ID)
                                .order_by(DagRun.logical_date.desc()).limit(limit)).all()
         return [{"day": run.logical_date.date(), "state": str(run.state), "ended": run.end_date,

@@ -218,7 +218,7 @@ def _online_age(settings: Settings, now) -> str:
 
     if not has_published(settings):
         return "nothing published yet"
-    day = published_day(open_store(settings))
+    day = published_day(open_store(settings), settings)
     if day is None:
         return "registry applied, nothing materialized"
     return f"serves the snapshot of {day} ({(now.date() - day).days} days before today)"

@@ -272,7 +272,7 @@ def _republish(settings: Settings) -> str | None:
     if not has_published(settings):
         return None
     store = open_store(settings)
-    day = published_day(store)
+    day = published_day(store, settings)
     if day is None:
         return None
     store._get_provider().online_store.teardown(store.config, store.list_feature_views(), [])

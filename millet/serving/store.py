@@ -146,11 +146,27 @@ def snapshot_timestamp(day: str | date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
-def published_day(store) -> date | None:
-    """The latest as-of day materialized into the online store (what materialize_day recorded in the
-    registry), or None when nothing was."""
-    stamps = [start for view in store.list_feature_views() for start, _end in view.materialization_intervals]
-    return (max(stamps) - timedelta(days=1)).date() if stamps else None  # the inverse of snapshot_timestamp
+def published_day(store, settings: Settings) -> date | None:
+    """The latest as-of day loaded into the online store, from the intervals Feast's registry records as
+    materialized; None when nothing was."""
+    intervals = [i for view in store.list_feature_views() for i in view.materialization_intervals]
+    return latest_day_loaded(intervals, settings)
+
+
+def latest_day_loaded(intervals: list[tuple[datetime, datetime]], settings: Settings) -> date | None:
+    """Of the days built, the latest whose snapshot timestamp lies inside one of the materialized
+    `intervals`, [start, end) as the engine reads them: a night's (materialize_day: one second from the
+    timestamp), or a person's own `feast materialize START END`, which loads the newest snapshot inside
+    its range (not the day before START). Naive times are UTC."""
+    from millet.transform.dbt import latest_build
+
+    loaded = []
+    for start, end in intervals:
+        start, end = (t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+        day = latest_build((end - timedelta(days=1, microseconds=1)).date(), settings)  # stamped before end
+        if day is not None and snapshot_timestamp(day) >= start:
+            loaded.append(day)
+    return max(loaded, default=None)
 
 
 @contextlib.contextmanager
