@@ -74,7 +74,10 @@ def _refuse_another_airflow_home(settings: Settings) -> None:
 
     current = conf.get("database", "sql_alchemy_conn")
     if current != settings.airflow_database:
-        raise DagRunFailed(f"this process already uses Airflow with {current}; settings for another "
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(current).render_as_string(hide_password=True)  # the message may reach a log
+        raise DagRunFailed(f"this process already uses Airflow with {shown}; settings for another "
                            f"data root ({settings.root}) need a process of their own")
 
 
