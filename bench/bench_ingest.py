@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1)
     parser.add_argument("--root", type=Path, help="data root (a temporary one for --stage all)")
     args = parser.parse_args()
+    if args.days < 1:
+        parser.error("--days must be at least 1")
     if args.stage == "simulate":
         return _simulate(args.root, args.users, args.days)
     if args.stage == "ingest":

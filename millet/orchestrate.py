@@ -54,16 +54,26 @@ def _metadata_db(settings: Settings):
     _refuse_another_airflow_home(settings)
     settings.export_for_airflow()  # before the first `import airflow`: it reads AIRFLOW_HOME at import
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
     try:
         yield
     except OperationalError as exc:
-        where = make_url(settings.airflow_database).render_as_string(hide_password=True)
+        where = _shown(settings.airflow_database)
         reason = str(exc.orig or exc).strip().splitlines()[0]
         raise DagRunFailed(f"Airflow's metadata database {where} did not answer ({reason}); start it, or "
                            "correct MILLET_AIRFLOW_DATABASE_URL") from None
+
+
+def _shown(database_url: str) -> str:
+    """A database URL for a message (which may reach a log): without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "a database whose URL SQLAlchemy cannot read"
 
 
 def _refuse_another_airflow_home(settings: Settings) -> None:
@@ -74,10 +84,7 @@ def _refuse_another_airflow_home(settings: Settings) -> None:
 
     current = conf.get("database", "sql_alchemy_conn")
     if current != settings.airflow_database:
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(current).render_as_string(hide_password=True)  # the message may reach a log
-        raise DagRunFailed(f"this process already uses Airflow with {shown}; settings for another "
+        raise DagRunFailed(f"this process already uses Airflow with {_shown(current)}; settings for another "
                            f"data root ({settings.root}) need a process of their own")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import sys
@@ -157,15 +158,16 @@ def latest_day_loaded(intervals: list[tuple[datetime, datetime]], settings: Sett
     """Of the days built, the latest whose snapshot timestamp lies inside one of the materialized
     `intervals`, [start, end) as the engine reads them: a night's (materialize_day: one second from the
     timestamp), or a person's own `feast materialize START END`, which loads the newest snapshot inside
-    its range (not the day before START). Naive times are UTC."""
-    from millet.transform.dbt import latest_build
+    its range (not the day before START). Naive times are UTC. A range reaching past the last build (an
+    end in the future) also covers the days built after it, as if they had been loaded."""
+    from millet.transform.dbt import built_days
 
-    loaded = []
-    for start, end in intervals:
+    days, loaded = built_days(settings), []
+    for start, end in set(intervals):  # a night adds one per view
         start, end = (t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
-        day = latest_build((end - timedelta(days=1, microseconds=1)).date(), settings)  # stamped before end
-        if day is not None and snapshot_timestamp(day) >= start:
-            loaded.append(day)
+        before = bisect.bisect_right(days, (end - timedelta(days=1, microseconds=1)).date())  # stamped < end
+        if before and snapshot_timestamp(days[before - 1]) >= start:
+            loaded.append(days[before - 1])
     return max(loaded, default=None)
 
 

@@ -211,16 +211,18 @@ def read_build(day: str | date, settings: Settings) -> dict:
 def latest_build(on_or_before: str | date, settings: Settings) -> date | None:
     """The latest as-of day on or before `on_or_before` whose build succeeded; None if there is none."""
     limit = date.fromisoformat(str(on_or_before))
-    return max((d for d in _recorded_builds(settings) if d <= limit), default=None)
+    return max((d for d in built_days(settings) if d <= limit), default=None)
 
 
 def earliest_build(settings: Settings) -> date | None:
     """The first as-of day whose build succeeded (where the recorded history starts); None if none."""
-    return min(_recorded_builds(settings), default=None)
+    return min(built_days(settings), default=None)
 
 
-def _recorded_builds(settings: Settings) -> list[date]:
-    return [date.fromisoformat(p.stem.removeprefix("dt=")) for p in _builds_dir(settings).glob("dt=*.json")]
+def built_days(settings: Settings) -> list[date]:
+    """Every as-of day whose build succeeded, in order."""
+    records = _builds_dir(settings).glob("dt=*.json")
+    return sorted(date.fromisoformat(p.stem.removeprefix("dt=")) for p in records)
 
 
 def prune_snapshots(day: str | date, settings: Settings) -> list[Path]:

@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.parquet as pq
 import pytest
 
-from millet.ingest import ingest_channel_day
+from millet.ingest import bronze, ingest_channel_day
+from millet.ingest.bronze import ingest_database
 from millet.ingest.quarantine import Sealer, unseal_file
 from millet.settings import Settings
 from millet.simulate.run import write_drop
@@ -308,3 +309,16 @@ def test_names_that_reach_sql_are_checked_or_quoted(settings, tmp_path):
     pq.write_table(pa.table({"a": [1, 2]}), odd / "x.parquet")
     pq.write_table(pa.table({"a": [2, 3]}), odd / "y.parquet")
     assert state_differences(odd / "x.parquet", odd / "y.parquet", settings) == 2
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["its own database", "a history's shared one"])
+def test_a_day_that_fails_while_writing_raises_its_own_error(settings, monkeypatch, shared):
+    """The bronze result is still open when the write fails; the clean-up must not hide the disk's error."""
+    _land(settings, [order_line()])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bronze, "write_partition", full_disk)
+    with ingest_database(settings) as database, pytest.raises(OSError, match="No space left"):
+        ingest_channel_day("commerce", DAY, settings, database if shared else None)
