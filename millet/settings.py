@@ -28,7 +28,9 @@ SQLITE_BUSY_TIMEOUT_S = 60
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MILLET_", env_file=".env", extra="ignore")
+    # Only the environment and the arguments: no .env file (Compose's holds its secrets for Compose). An
+    # empty variable is unset, not '': Compose passes an optional value left blank in .env as one.
+    model_config = SettingsConfigDict(env_prefix="MILLET_", env_ignore_empty=True, extra="ignore")
 
     data_root: Path = Field(
         Path(".millet"),

@@ -30,3 +30,18 @@ def test_an_airflow_process_gets_these_settings_but_a_persons_own_airflow_option
     assert env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] == "123"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__CORE__PARALLELISM"] == "7"  # the person's, over the settings' and the services'
+
+
+def test_an_optional_setting_left_blank_is_unset_and_no_env_file_is_read(tmp_path, monkeypatch):
+    from millet.alerts import _sinks
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MILLET_ALERT_SMTP_HOST=smtp.example\nMILLET_ALERT_EMAIL_TO=a@example\n")
+    monkeypatch.setenv("MILLET_ALERT_WEBHOOK_URL", "")  # as Compose passes ${MILLET_ALERT_WEBHOOK_URL:-}
+    monkeypatch.setenv("MILLET_FEAST_REGISTRY_URL", "")
+    settings = Settings()
+    assert settings.alert_webhook_url is None and settings.feast_registry_url is None
+    assert settings.alert_smtp_host is None
+    assert _sinks(settings) == {}  # no sink queues alerts it can never deliver
+    monkeypatch.setenv("MILLET_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    assert list(_sinks(Settings())) == ["webhook"]
