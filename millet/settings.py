@@ -433,6 +433,13 @@ class Settings(BaseSettings):
         os.environ.update(self.airflow_environ())
 
 
+def declared_duckdb_config(**overrides) -> dict:
+    """Settings.duckdb_config at the values Settings declares (not read from the environment): for a small
+    query where no Settings are at hand, and the default of Feast's plug-ins, which get it in their
+    configuration (millet.serving.store.feast_config)."""
+    return Settings.model_construct().duckdb_config(**overrides)
+
+
 def read_keyring(path: Path) -> list[bytes]:
     return [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
 

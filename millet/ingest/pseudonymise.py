@@ -44,7 +44,9 @@ class KeyChain:
         """The chain's hash of each value (an account id; a user_key for a one-key link), by the SQL above."""
         import duckdb
 
-        with duckdb.connect() as con:
+        from millet.settings import declared_duckdb_config
+
+        with duckdb.connect(config=declared_duckdb_config()) as con:
             rows = con.execute(f"select {self.sql('a')} from unnest($values) with ordinality as t(a, i) "
                                "order by i", {"values": values, **self.parameters()}).fetchall()
         return [key for (key,) in rows]

@@ -93,13 +93,13 @@ def check_lines(lines: list[str], contract: Contract, closes_at: datetime,
     import duckdb
 
     from millet.ingest.landing import lines_table
-    from millet.settings import Settings
+    from millet.settings import Settings, declared_duckdb_config
 
     if max_lateness is None:
         max_lateness = timedelta(days=Settings.model_fields["max_event_lateness_days"].default)
     table = lines_table("-", pa.array(lines, pa.large_string()))
     checked = checked_lines_sql(contract, closes_at, keep=[], max_lateness=max_lateness)
-    with duckdb.connect() as con:
+    with duckdb.connect(config=declared_duckdb_config()) as con:
         con.register("lines", table)
         rows = con.sql(f"select reason, detail from ({checked}) order by line_no").fetchall()
     return [None if reason is None else (reason, detail) for reason, detail in rows]

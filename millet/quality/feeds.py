@@ -120,7 +120,7 @@ def _null_rate_increase(channel: str, day: str, settings: Settings) -> tuple[str
         f"select {literal(d)} as day, * from read_parquet({literal(str(p / '*.parquet'))})"
         for d, p in parts.items()
     )
-    with duckdb.connect() as con:
+    with duckdb.connect(config=settings.duckdb_config()) as con:
         rows = {
             r[0]: r[1:] for r in con.execute(f"select day, {rates} from ({sources}) group by day").fetchall()
         }

@@ -43,8 +43,9 @@ def feast_config(settings: Settings, relative_to: Path | None = None) -> dict:
         "registry": registry_config(settings, where),
         # One packed record per user per feature view, written by Millet's batch engine.
         "online_store": online,
-        "batch_engine": {"type": BATCH_ENGINE},
-        "offline_store": {"type": OFFLINE_STORE},  # point-in-time joins as DuckDB ASOF joins
+        "batch_engine": {"type": BATCH_ENGINE, "duckdb": settings.duckdb_config()},
+        # point-in-time joins as DuckDB ASOF joins
+        "offline_store": {"type": OFFLINE_STORE, "duckdb": settings.duckdb_config()},
         "entity_key_serialization_version": 3,
     }
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from millet.contracts import contract_for
+from millet.settings import declared_duckdb_config
 from millet.simulate.behaviour import GENERATORS
 from millet.simulate.events import DAY_US, envelope, midnight_us
 from millet.simulate.faults import COUNTED, Faults, corrupt
@@ -51,7 +52,7 @@ def simulate(
     _write_parquet(pop.to_table(), truth_dir / "users.parquet")
     book, pending, written = LoanBook(pop), defaultdict(list), []
     # One DuckDB for the whole run: opening one takes ~40 ms, more than serialising a small world's day.
-    with ThreadPoolExecutor(max_workers=2) as pool, duckdb.connect() as con:
+    with ThreadPoolExecutor(max_workers=2) as pool, duckdb.connect(config=declared_duckdb_config()) as con:
         con.execute("set TimeZone = 'UTC'")
         for offset in _progress(range(days), progress):
             day = start + timedelta(days=offset)

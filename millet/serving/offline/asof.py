@@ -29,6 +29,9 @@ from feast.data_format import ParquetFormat
 from feast.infra.offline_stores import offline_utils
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from pydantic import Field
+
+from millet.settings import declared_duckdb_config
 
 ROW = "__millet_row"  # the entity row's position, to return rows in the entity frame's order
 MAX_RUNS = 10_000  # beyond this many ascending runs, sorting the rows beats stitching the runs
@@ -36,6 +39,8 @@ MAX_RUNS = 10_000  # beyond this many ascending runs, sorting the rows beats sti
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     type: str = "millet.serving.offline.asof.AsofDuckDBOfflineStore"
+    duckdb: dict = Field(default_factory=declared_duckdb_config)
+    """The settings of its DuckDB connections (Settings.duckdb_config)."""
 
 
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):
@@ -152,16 +157,21 @@ class AsofRetrievalJob(RetrievalJob):
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         import duckdb
 
-        with duckdb.connect() as con:
+        with duckdb.connect(config=self.duckdb_config()) as con:
             con.execute("set TimeZone = 'UTC'")
-            # The matches stay the probe side of the fetch joins, so their order survives in long runs,
-            # and each fetch's semi join keeps the matches as its hash table (else DuckDB may build it
-            # from the snapshot scan, every row's features, which is what the semi join is there to avoid).
-            con.execute("set disabled_optimizers = 'build_side_probe_side'")
             con.register("entities", pa.Table.from_pandas(
                 self._entities.assign(**{ROW: range(len(self._entities))}), preserve_index=False))
             con.execute(f"create temp table matched as {self.match_sql()}")
             return in_row_order(con.sql(self.fetch_sql()).to_arrow_table(), ROW).drop_columns(ROW)
+
+    def duckdb_config(self) -> dict:
+        """The store's DuckDB settings, and one more optimizer off: the matches stay the probe side of the
+        fetch joins, so their order survives in long runs, and each fetch's semi join keeps the matches
+        as its hash table (else DuckDB may build it from the snapshot scan, every row's features, which
+        is what the semi join is there to avoid)."""
+        config = getattr(self._config.offline_store, "duckdb", None) or declared_duckdb_config()
+        disabled = [name for name in config.get("disabled_optimizers", "").split(",") if name.strip()]
+        return {**config, "disabled_optimizers": ",".join([*disabled, "build_side_probe_side"])}
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()

@@ -20,6 +20,7 @@ from feast.infra.common.materialization_job import MaterializationJobStatus, Mat
 from feast.infra.compute_engines.base import ComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.repo_config import FeastConfigBaseModel
+from pydantic import Field
 
 from millet.serving.online.rowcodec import pack_columns
 from millet.serving.online.stores import (
@@ -29,6 +30,7 @@ from millet.serving.online.stores import (
     record,
     string_entity_keys,
 )
+from millet.settings import declared_duckdb_config
 from millet.sqltext import ident, literal
 
 
@@ -38,13 +40,16 @@ class SnapshotMaterializationEngineConfig(FeastConfigBaseModel):
     )
     batch_rows: int = 20_000
     """Rows packed and written at a time: memory is about batch_rows × features × 7 bytes, twice."""
+    duckdb: dict = Field(default_factory=declared_duckdb_config)
+    """The settings of its DuckDB connection (Settings.duckdb_config)."""
 
 
 class SnapshotMaterializationEngine(ComputeEngine):
-    def __init__(self, *, batch_rows: int = 20_000, **kwargs):
+    def __init__(self, *, batch_rows: int = 20_000, duckdb: dict | None = None, **kwargs):
         kwargs.pop("type", None)
         super().__init__(**kwargs)
         self.batch_rows = batch_rows
+        self.duckdb_config = duckdb or declared_duckdb_config()
 
     def update(self, project: str, views_to_delete: Sequence[FeatureView],
                views_to_keep: Sequence[FeatureView],
@@ -80,7 +85,8 @@ class SnapshotMaterializationEngine(ComputeEngine):
         # Two stages in step: the next batch is read and packed while the store writes this one.
         written, pending = 0, None
         with ThreadPoolExecutor(max_workers=1) as packer:
-            for batch in _latest_rows(view, join_key, layout, start, end, self.batch_rows):
+            rows = _latest_rows(view, join_key, layout, start, end, self.batch_rows, self.duckdb_config)
+            for batch in rows:
                 ready, pending = pending, packer.submit(encoded, batch)
                 written += batch.num_rows
                 if ready is not None:
@@ -98,7 +104,7 @@ def _single_join_key(view: FeatureView) -> str:
 
 
 def _latest_rows(view: FeatureView, join_key: str, layout, start: datetime, end: datetime,
-                 batch_rows: int) -> Iterator[pa.RecordBatch]:
+                 batch_rows: int, duckdb_config: dict) -> Iterator[pa.RecordBatch]:
     import duckdb
 
     source = view.batch_source
@@ -113,7 +119,7 @@ def _latest_rows(view: FeatureView, join_key: str, layout, start: datetime, end:
           and {ident(stamp)} >= {literal(_utc(start))} and {ident(stamp)} < {literal(_utc(end))}
         qualify row_number() over (partition by {ident(join_key)} order by {ident(stamp)} desc) = 1
     """
-    with duckdb.connect() as con:
+    with duckdb.connect(config=duckdb_config) as con:
         con.execute("set TimeZone = 'UTC'")
         yield from con.sql(sql).to_arrow_reader(batch_rows)
 
