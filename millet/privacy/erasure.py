@@ -63,7 +63,10 @@ def apply_erasures(day: str | date, settings: Settings | None = None) -> dict:
     ensure_tombstones(settings)
     manifest = ingest_channel_day("deletions", day, settings)
     known = set(pq.read_table(settings.tombstones_path, columns=["user_key"]).column(0).to_pylist())
-    requested = _requests(day, settings)
+    # Only these are deleted after: a `millet forget` that lands while the zones are purged waits for the
+    # next night, not for nothing.
+    forget_requests = _forget_requests(settings)
+    requested = _requests(day, forget_requests, settings)
     new = {key: source for key, source in requested.items() if key not in known}
     removed = purge(set(new), Scope.EVERYTHING, settings) if new else {}
     if new:
@@ -72,7 +75,7 @@ def apply_erasures(day: str | date, settings: Settings | None = None) -> dict:
         _write_tombstones(pa.concat_tables([pq.read_table(settings.tombstones_path), added]), settings)
     withdrawn = _withdrawals(day, settings) - known - set(new)
     behaviour = purge(withdrawn, Scope.BEHAVIOUR, settings) if withdrawn else {}
-    for request in _forget_requests(settings):
+    for request in forget_requests:
         request.unlink()  # applied: the tombstone is the record now
     summary = {"requests_in": manifest["lines_in"], "forgotten": len(new), "rows_removed": removed,
                "consent_withdrawn": len(withdrawn), "behaviour_rows_removed": behaviour}
@@ -82,14 +85,15 @@ def apply_erasures(day: str | date, settings: Settings | None = None) -> dict:
     return summary
 
 
-def _requests(day: date, settings: Settings) -> dict[str, str]:
-    """user_key → where the request came from: the deletions feed up to `day`, and `millet forget`."""
+def _requests(day: date, forget_requests: list[Path], settings: Settings) -> dict[str, str]:
+    """user_key → where the request came from: the deletions feed up to `day`, and `millet forget`'s
+    request files `forget_requests`."""
     found: dict[str, str] = {}
     for path in sorted((settings.bronze_dir / "deletions").glob(f"dt=*/{PART_FILE}")):
         if date.fromisoformat(path.parent.name.removeprefix("dt=")) <= day:
             found |= dict.fromkeys(pq.read_table(path, columns=["user_key"]).column(0).to_pylist(),
                                    "deletions feed")
-    for path in _forget_requests(settings):
+    for path in forget_requests:
         keys = pq.read_table(path, columns=["user_key"]).column(0).to_pylist()
         found |= dict.fromkeys(keys, "millet forget")
     return found
@@ -105,7 +109,7 @@ def _withdrawals(day: date, settings: Settings) -> set[str]:
 
     if not any((settings.bronze_dir / "consent").glob(f"*/{PART_FILE}")):
         return set()
-    with duckdb.connect() as con:
+    with duckdb.connect(config=settings.duckdb_config()) as con:
         rows = con.sql(f"select user_key from ({latest_consent_sql(settings, str(day))}) "
                        f"where not consent_given and dt = {literal(day.isoformat())}::date").fetchall()
     return {key for (key,) in rows}
