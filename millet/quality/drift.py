@@ -15,7 +15,9 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from millet.settings import declared_duckdb_config
 from millet.sqltext import ident, literal
 
 FLOOR = 1e-4
@@ -33,15 +35,20 @@ def feature_drift(snapshot: Path, baseline: Path, features: list[str], duckdb_co
     the connection's settings (memory_limit, threads, ...)."""
     if not features:
         return DRIFT_SCHEMA.empty_table()
-    with duckdb.connect(config=duckdb_config or {}) as con:
-        cuts = _baseline_cuts(con, baseline, features)
+    # A feature the baseline does not have (a category added to a contract since) has nothing to drift
+    # from: its own null rate, no PSI, until a baseline holds it.
+    in_baseline = set(pq.read_schema(baseline).names)
+    compared = [f for f in features if f in in_baseline]
+    with duckdb.connect(config=duckdb_config or declared_duckdb_config()) as con:
+        cuts = _baseline_cuts(con, baseline, compared) if compared else {}
+        cuts |= {f: [] for f in features if f not in in_baseline}
         (base_rows, base_bins), (rows, bins) = _bin_counts(con, [baseline, snapshot], cuts)
     table = {name: [] for name in DRIFT_SCHEMA.names}
     for feature in features:
         share, base_share = _shares(bins[feature], rows), _shares(base_bins[feature], base_rows)
-        null_rate, base_null_rate = share[0], base_share[0]
+        null_rate, base_null_rate = share[0], base_share[0] if feature in in_baseline else None
         table["feature"].append(feature)
-        table["psi"].append(psi(share, base_share) if rows and base_rows else None)
+        table["psi"].append(psi(share, base_share) if rows and base_rows and feature in in_baseline else None)
         table["null_rate"].append(null_rate)
         table["baseline_null_rate"].append(base_null_rate)
         table["null_rate_change"].append(None if None in (null_rate, base_null_rate)

@@ -72,3 +72,20 @@ def test_infinite_deciles_bin_like_any_other_cut_point(tmp_path):
     sixth = 1 / 6
     expected = 5 * (FLOOR - sixth) * math.log(FLOOR / sixth) + (1 - sixth) * math.log(1 / sixth)
     assert moved["psi"] == pytest.approx(expected)
+
+
+def test_a_feature_the_baseline_lacks_has_its_null_rate_and_no_psi(tmp_path):
+    """A contract category added since the baseline: its features are new columns. Mutation that fails it:
+    the baseline's deciles asked of every feature (DuckDB refuses a column the file does not have)."""
+    values = [v for v in range(1, 11) for _ in range(10)]
+    baseline = _write(tmp_path / "base.parquet", kept=values)
+    snapshot = _write(tmp_path / "new.parquet", kept=[10] * 100,
+                      added=[None if i % 4 == 0 else 1.0 for i in range(100)])
+
+    rows = {r["feature"]: r for r in feature_drift(snapshot, baseline, ["kept", "added"]).to_pylist()}
+
+    assert rows["kept"] == feature_drift(snapshot, baseline, ["kept"]).to_pylist()[0]  # as without it
+    assert rows["kept"]["psi"] > 0
+    added = rows["added"]
+    assert (added["psi"], added["baseline_null_rate"], added["null_rate_change"]) == (None, None, None)
+    assert (added["null_rate"], added["rows"], added["baseline_rows"]) == (0.25, 100, 100)
