@@ -4,17 +4,21 @@ The log (alerts/alerts.jsonl under the data root) is always on. Each configured 
 webhook, e-mail over SMTP) has an outbox folder: an alert is put there before delivery is tried and
 removed once the sink took it, so a sink that is down loses nothing: what it missed is delivered on the
 next run (every call here first retries what waits). Delivery never raises: a failed delivery must not
-fail the DAG whose findings it carries.
+fail the DAG whose findings it carries. An alert already in the log (the same finding of the same day, on
+a re-run) is neither logged nor sent again. The night's checks run in parallel processes: one at a time
+logs, queues and delivers (a lock under the alerts folder), so none sends what another already took.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import smtplib
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -63,18 +67,52 @@ def alert_log(settings: Settings) -> Path:
 
 
 def raise_alerts(alerts: list[Alert], settings: Settings) -> dict[str, int]:
-    """Log `alerts`, queue them for every sink, deliver what waits; returns what is still waiting per sink."""
-    if alerts:
-        _append_to_log(alerts, settings)
-        for sink in _sinks(settings):
-            for alert in alerts:
-                _outbox(settings, sink).mkdir(parents=True, exist_ok=True)
-                _write_atomically(_outbox(settings, sink) / f"{alert.id}.json", json.dumps(alert.record()))
-    return deliver_pending(settings)
+    """Log `alerts` not logged before, queue them for every sink, deliver what waits; returns what is still
+    waiting per sink."""
+    with _alerts_lock(settings):
+        new = _not_logged(alerts, settings)
+        if new:
+            _append_to_log(new, settings)
+            for sink in _sinks(settings):
+                outbox = _outbox(settings, sink)
+                outbox.mkdir(parents=True, exist_ok=True)
+                for alert in new:
+                    _write_atomically(outbox / f"{alert.id}.json", json.dumps(alert.record()))
+        return _deliver(settings)
 
 
 def deliver_pending(settings: Settings) -> dict[str, int]:
     """Try every waiting alert of every configured sink, oldest first; keep those a sink did not take."""
+    with _alerts_lock(settings):
+        return _deliver(settings)
+
+
+@contextmanager
+def _alerts_lock(settings: Settings):
+    """Held while one process logs, queues or delivers; another waits for it (its deliveries are bounded
+    by alert_timeout_s each)."""
+    alerts_dir(settings).mkdir(parents=True, exist_ok=True)
+    with (alerts_dir(settings) / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _not_logged(alerts: list[Alert], settings: Settings) -> list[Alert]:
+    """`alerts` whose id the log does not hold, each once."""
+    path = alert_log(settings)
+    lines = path.read_text().splitlines() if path.exists() else []
+    seen = {json.loads(line)["id"] for line in lines if line}
+    new = {}
+    for alert in alerts:
+        if alert.id not in seen:
+            new.setdefault(alert.id, alert)
+    return list(new.values())
+
+
+def _deliver(settings: Settings) -> dict[str, int]:
     waiting = {}
     for sink, send in _sinks(settings).items():
         queued = sorted(_outbox(settings, sink).glob("*.json"), key=lambda p: p.stat().st_mtime_ns)

@@ -60,3 +60,43 @@ def test_with_no_sink_configured_alerts_are_logged_only(tmp_path):
     settings = _settings(tmp_path)
     assert raise_alerts([_alert(), _alert(dataset="loans")], settings) == {}
     assert len(alert_log(settings).read_text().splitlines()) == 2
+
+
+def test_the_same_finding_of_the_same_day_is_one_alert_however_often_the_day_is_re_run(tmp_path, webhook):
+    """Mutation that fails it: every call logging and sending its alerts whatever the log holds."""
+    settings = _settings(tmp_path, alert_webhook_url=webhook.url)
+    alert, other = _alert(), _alert(summary="13 repayments unconfirmed past the booking lag")
+
+    assert raise_alerts([alert], settings) == {"webhook": 0}
+    assert raise_alerts([alert, other], settings) == {"webhook": 0}  # the day re-run: one finding changed
+
+    assert [posted["millet"]["id"] for posted in (webhook.next(), webhook.next())] == [alert.id, other.id]
+    assert webhook.all() == []
+    assert [json.loads(line)["id"] for line in alert_log(settings).read_text().splitlines()] == [
+        alert.id, other.id]
+
+
+def test_two_processes_delivering_one_backlog_send_each_alert_once(tmp_path):
+    """The night's two checks run in parallel, and each delivers what waits. Mutation that fails it: no
+    lock around delivery (both send the backlog, and one fails on a file the other removed)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    with webhook_server() as hook:
+        url, port = hook.url, int(hook.url.split(":")[2].split("/")[0])
+    settings = _settings(tmp_path, alert_webhook_url=url)  # down while the backlog builds up
+    backlog = [_alert(dataset=f"feed_{n}") for n in range(20)]
+    assert raise_alerts(backlog, settings) == {"webhook": 20}
+
+    start = Barrier(2, timeout=30)
+
+    def deliver() -> dict:
+        start.wait()
+        return deliver_pending(settings)
+
+    with webhook_server(port) as hook, ThreadPoolExecutor(2) as pool:
+        results = [job.result(timeout=120) for job in [pool.submit(deliver), pool.submit(deliver)]]
+        received = [hook.next()["millet"]["id"] for _ in backlog]
+        assert hook.all() == []
+    assert results == [{"webhook": 0}, {"webhook": 0}]
+    assert sorted(received) == sorted(alert.id for alert in backlog)
