@@ -162,6 +162,32 @@ def test_each_read_is_audited_with_who_what_and_how_many_but_no_key_or_value(sec
     assert not [k for k in keys if k in written]
 
 
+def test_a_read_the_online_store_fails_is_audited_as_failed(nightly):
+    """The online store down (Redis on a port nobody listens on): the client gets a 500 and the audit log
+    says 500, not a read served. Mutation that fails it: the failed read audited with status 200."""
+    import socket
+
+    from starlette.testclient import TestClient
+
+    from millet.serving.api.server import create_app
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings = nightly.model_copy(update={"serve_auth": "none", "online_store": "redis",
+                                          "redis_url": f"127.0.0.1:{port},db=0"})
+    log = settings.audit_log_path
+    before = log.stat().st_size if log.exists() else 0
+    client = TestClient(create_app(open_store(settings), settings), raise_server_exceptions=False)
+    answer = client.post("/get-online-features", timeout=60, json={
+        "entities": {"user_key": sampled_users(DAYS[-1], 2)}, "feature_service": "credit_risk_v1"})
+    assert answer.status_code == 500
+    with log.open() as handle:
+        handle.seek(before)
+        entries = [json.loads(line) for line in handle.read().splitlines()]
+    assert [(e["action"], e["keys"], e["status"]) for e in entries] == [("read_online", 2, 500)]
+
+
 def test_the_server_will_not_start_open_beyond_loopback_or_without_its_provider(nightly):
     """Mutation that fails it: `millet serve --host 0.0.0.0` with authentication off."""
     env = {**nightly.millet_environ()}

@@ -257,6 +257,9 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
         except (BadRequest, Refused) as exc:
             status = exc.status
             return _refusal(exc)
+        except Exception:
+            status = 500  # what the client gets (Starlette answers any other error so): not a read made
+            raise
         finally:
             audit.record(who=caller.name, roles=caller.roles, action="read_online",
                          target=lookup and lookup.plan.target, keys=lookup and len(lookup.keys),
@@ -289,6 +292,9 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
         except NoModel as exc:
             status = 503
             return _unavailable(str(exc))
+        except Exception:
+            status = 500
+            raise
         finally:
             audit.record(who=caller.name, roles=caller.roles, action="score", target=", ".join(SERVICES),
                          keys=keys, status=status)
