@@ -11,6 +11,11 @@
 Each reports wall time and peak RSS; `history_vs_nightly` is the ratio (the target: under 10).
 Prints one JSON line.
 
+`--stage floor` (after `nightly`) is the floor of any history design that writes a snapshot per day: in
+one process, D1's six snapshots (what the night wrote) held in memory and written to Parquet once for
+each of the 180 days, as the build writes them (zstd) and uncompressed (the cheapest DuckDB writes);
+then D1's night built again in a fresh process, so that the ratio is of one run.
+
 `--stage nights --nights N` (after `prepare` alone) builds the N nights up to D0 one by one, each in a
 fresh process as the DAG's task runs it, and prints each night's seconds: what a night costs that is not
 the first. Side by side with other code on a copy of the same prepared root:
@@ -34,13 +39,15 @@ D1 = D0 + timedelta(days=1)
 DAYS = 180
 FIRST = D0 - timedelta(days=DAYS - 1)
 TIMED = ("history", "nightly")
+CODECS = ("zstd", "uncompressed")
 NIGHTS = 5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=50_000)
-    parser.add_argument("--stage", choices=["all", "prepare", "nights", "night", *TIMED], default="all")
+    parser.add_argument("--stage", choices=["all", "prepare", "nights", "night", "floor", *TIMED],
+                        default="all")
     parser.add_argument("--root", type=Path)
     parser.add_argument("--nights", type=int, default=NIGHTS)
     parser.add_argument("--day", type=date.fromisoformat, default=D1)
@@ -51,6 +58,8 @@ def main() -> None:
         return _prepare(_settings(args.root), args.users)
     if args.stage == "nights":
         return print(json.dumps(_nights(args.root, args.nights)))
+    if args.stage == "floor":
+        return print(json.dumps(_floor(args.root)))
     if args.stage == "night":
         return print(json.dumps(_timed(_settings(args.root), "nightly", args.day)))
     if args.stage in TIMED:
@@ -107,6 +116,44 @@ def _nights(root: Path, nights: int) -> dict[str, float]:
             sys.exit(f"night {day} failed:\n{done.stderr[-3000:]}")
         seconds[str(day)] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     return seconds
+
+
+def _floor(root: Path) -> dict:
+    """Seconds to write D1's snapshots for every day of a history, per codec, against D1's night."""
+    import duckdb
+
+    from millet.feature_spec import families
+    from millet.transform.dbt import snapshot_path
+
+    settings = _settings(root)
+    con = duckdb.connect()
+    values = 0
+    for fam in families():
+        snapshot = snapshot_path(fam.name, D1, settings)
+        con.execute(f"create table {fam.name} as select * from read_parquet('{snapshot}')")
+        rows, columns = con.execute(f"select count(*), (select count(*) from (describe {fam.name})) "
+                                    f"from {fam.name}").fetchall()[0]
+        values += rows * columns
+    out = Path(tempfile.mkdtemp(prefix="millet-floor-", dir=root))
+    results = {"values_per_day": values}
+    for codec in CODECS:
+        began = time.perf_counter()
+        for day in range(DAYS):
+            for fam in families():
+                con.execute(f"copy {fam.name} to '{out / f'{fam.name}-{day}.parquet'}' "
+                            f"(format parquet, compression {codec})")
+        results[f"write_{DAYS}_days_{codec}_s"] = round(time.perf_counter() - began, 1)
+        for path in out.iterdir():
+            path.unlink()
+    out.rmdir()
+    con.close()
+    night = subprocess.run([sys.executable, __file__, "--stage", "night", "--root", str(root)],
+                           capture_output=True, text=True, check=True)
+    results["nightly_s"] = json.loads(night.stdout.strip().splitlines()[-1])["seconds"]
+    for codec in CODECS:
+        written = results[f"write_{DAYS}_days_{codec}_s"]
+        results[f"write_vs_nightly_{codec}"] = round(written / results["nightly_s"], 1)
+    return results
 
 
 def _timed(settings, stage: str, day: date = D1) -> dict:
