@@ -238,7 +238,8 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
 def history(start: date | str, end: date | str, settings: Settings | None = None,
             on_stage=lambda stage, seconds: None) -> dict[str, dict]:
     """Every day of [start, end] in one pass, without a run per day (`millet backfill --one-pass`): each
-    channel's drops ingested over the range, every daily snapshot built by one history build (the same
+    feed's drops ingested over the range with each night's erasures in their place (ingest_range), landing
+    and quarantine past their retention removed, every daily snapshot built by one history build (the same
     snapshots as night-by-night runs: millet.transform.build_history), then the last day checked,
     reconciled and published as the DAG does after its build. Each day's feeds are not profiled (their
     bad rows are still quarantined); a failed check of the last day publishes nothing. `on_stage` hears
@@ -246,6 +247,7 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
     import time
 
     from millet.ingest.history import ingest_range
+    from millet.ingest.retention import purge_expired
     from millet.quality import check_features
     from millet.quality.reconcile import reconcile_repayments
     from millet.quality.report import write_report
@@ -254,7 +256,7 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
 
     settings = settings or get_settings()
     first, last = as_of_date(start), as_of_date(end)
-    stages = [("ingest", lambda: ingest_range(first, last, settings)),
+    stages = [("ingest", lambda: (ingest_range(first, last, settings), purge_expired(last, settings))),
               ("build", lambda: build_history(first, last, settings)),
               ("check", lambda: (check_features(last, settings), reconcile_repayments(last, settings))),
               ("publish", lambda: publish_features(last, settings))]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 
 from millet.ingest import ingest_channel_day
 from millet.ingest.bronze import latest_consent_sql
-from millet.ingest.partition import PART_FILE
+from millet.ingest.partition import PART_FILE, partition_dir
 from millet.privacy.zones import Scope, purge
 from millet.settings import Settings, get_settings
 from millet.sqltext import literal
@@ -59,33 +60,55 @@ def apply_erasures(day: str | date, settings: Settings | None = None) -> dict:
     """Ingest the day's erasure requests, add them (and `millet forget`'s) to the tombstones, and remove
     every newly forgotten person, and every withdrawal of the day's behaviour, from every zone."""
     settings = settings or get_settings()
-    day = date.fromisoformat(str(day))
+    return due_erasures(date.fromisoformat(str(day)), settings).apply(settings)
+
+
+@dataclass(frozen=True)
+class DueErasures:
+    """A night's erasures, found before anything is removed: a history ingested in one pass must have
+    ingested the behaviour of the days before one that removes someone (millet.ingest.history)."""
+
+    day: date
+    requests_in: int
+    new: dict[str, str]  # user_key → where the request came from
+    withdrawn: frozenset[str]  # whose consent record of the day says no
+    forget_requests: tuple[Path, ...]  # only these are deleted after: one filed meanwhile waits a night
+
+    @property
+    def removes_anyone(self) -> bool:
+        return bool(self.new or self.withdrawn)
+
+    def apply(self, settings: Settings) -> dict:
+        removed = purge(set(self.new), Scope.EVERYTHING, settings) if self.new else {}
+        if self.new:
+            added = pa.table({"user_key": list(self.new), "requested_on": [self.day] * len(self.new),
+                              "source": list(self.new.values())}, schema=TOMBSTONES)
+            _write_tombstones(pa.concat_tables([pq.read_table(settings.tombstones_path), added]), settings)
+        behaviour = purge(set(self.withdrawn), Scope.BEHAVIOUR, settings) if self.withdrawn else {}
+        for request in self.forget_requests:
+            request.unlink()  # applied: the tombstone is the record now
+        summary = {"requests_in": self.requests_in, "forgotten": len(self.new), "rows_removed": removed,
+                   "consent_withdrawn": len(self.withdrawn), "behaviour_rows_removed": behaviour}
+        out = settings.manifests_dir / "erasure" / f"dt={self.day}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def due_erasures(day: date, settings: Settings, database=None) -> DueErasures:
+    """Ingest the day's deletions feed (in `database`, an open ingest_database, if given) and find who is
+    to be forgotten and whose behaviour removed."""
     ensure_tombstones(settings)
-    manifest = ingest_channel_day("deletions", day, settings)
+    manifest = ingest_channel_day("deletions", day, settings, database)
     known = set(pq.read_table(settings.tombstones_path, columns=["user_key"]).column(0).to_pylist())
-    # Only these are deleted after: a `millet forget` that lands while the zones are purged waits for the
-    # next night, not for nothing.
-    forget_requests = _forget_requests(settings)
+    forget_requests = tuple(_forget_requests(settings))
     requested = _requests(day, forget_requests, settings)
     new = {key: source for key, source in requested.items() if key not in known}
-    removed = purge(set(new), Scope.EVERYTHING, settings) if new else {}
-    if new:
-        added = pa.table({"user_key": list(new), "requested_on": [day] * len(new),
-                          "source": list(new.values())}, schema=TOMBSTONES)
-        _write_tombstones(pa.concat_tables([pq.read_table(settings.tombstones_path), added]), settings)
     withdrawn = _withdrawals(day, settings) - known - set(new)
-    behaviour = purge(withdrawn, Scope.BEHAVIOUR, settings) if withdrawn else {}
-    for request in forget_requests:
-        request.unlink()  # applied: the tombstone is the record now
-    summary = {"requests_in": manifest["lines_in"], "forgotten": len(new), "rows_removed": removed,
-               "consent_withdrawn": len(withdrawn), "behaviour_rows_removed": behaviour}
-    out = settings.manifests_dir / "erasure" / f"dt={day}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return DueErasures(day, manifest["lines_in"], new, frozenset(withdrawn), forget_requests)
 
 
-def _requests(day: date, forget_requests: list[Path], settings: Settings) -> dict[str, str]:
+def _requests(day: date, forget_requests: tuple[Path, ...], settings: Settings) -> dict[str, str]:
     """user_key → where the request came from: the deletions feed up to `day`, and `millet forget`'s
     request files `forget_requests`."""
     found: dict[str, str] = {}
@@ -107,8 +130,8 @@ def _withdrawals(day: date, settings: Settings) -> set[str]:
     """People whose consent record that arrived on `day` is their latest one, and says no."""
     import duckdb
 
-    if not any((settings.bronze_dir / "consent").glob(f"*/{PART_FILE}")):
-        return set()
+    if not (partition_dir(settings.bronze_dir / "consent", day.isoformat()) / PART_FILE).exists():
+        return set()  # no consent record arrived that day
     with duckdb.connect(config=settings.duckdb_config()) as con:
         rows = con.sql(f"select user_key from ({latest_consent_sql(settings, str(day))}) "
                        f"where not consent_given and dt = {literal(day.isoformat())}::date").fetchall()

@@ -7,9 +7,10 @@ from datetime import date, timedelta
 
 import pyarrow.parquet as pq
 
-from millet.contracts import contract_for, ingestion_order
+from millet.contracts import consent_feed, contract_for, event_channels, ingestion_order
 from millet.ingest import ingest_channel_day
 from millet.ingest.history import ingest_range
+from millet.privacy.erasure import apply_erasures, forget
 from millet.settings import Settings
 from millet.simulate import simulate
 from millet.simulate.faults import RECORD_FAULTS, Faults
@@ -62,23 +63,61 @@ def test_ingestion_accounts_for_every_injected_fault(tmp_path):
     assert exercised and late_delivered, (lost_files, checked, late_delivered)
 
 
-def test_a_range_ingested_in_one_database_per_channel_equals_each_day_in_its_own(tmp_path):
-    """ingest_range reuses one DuckDB for a channel's days, each day in a fresh catalog: nothing of one
-    day (its tables, a quarantined file) may reach the next."""
+def test_a_range_ingested_at_once_equals_the_nights_erasures_and_withdrawals_included(tmp_path):
+    """ingest_range reuses one DuckDB for a channel's days, each day in a fresh catalog, and puts each
+    night's erasures where the nights do: the same bronze, quarantine, manifests and tombstones as night
+    by night (each day's consent, then its erasures, then its behaviour: the DAG's order), with a
+    `millet forget` before the first night, an erasure request on the second day and a consent withdrawal
+    on the third. Mutations that fail it: a day's tables or quarantined file reaching the next day; the
+    erasures left out, or all applied before any behaviour."""
     each = Settings(data_root=tmp_path / "each", pseudonym_key=TEST_KEY.decode())
     simulate(each.landing_dir, users=300, days=DAYS, start=START, seed=9, faults=FAULTS,
              truth_dir=each.truth_dir)
+    forgotten, deleted, withdrawn = _consenting_accounts(each, 3)
+    second, third = START + timedelta(days=1), START + timedelta(days=2)
+    write_drop(each.landing_dir / "deletions" / f"dt={second}" / "part-9000.jsonl.gz", [json.dumps(
+        {"event_id": "del-1", "event_ts": f"{second}T09:00:00Z", "account_id": deleted,
+         "request": "erasure"})])
+    write_drop(each.landing_dir / "consent" / f"dt={third}" / "part-9000.jsonl.gz", [json.dumps(
+        {"event_id": "cns-no-1", "event_ts": f"{third}T09:00:00Z", "account_id": withdrawn,
+         "consent_given": False, "source": "settings"})])
+    keys = dict(zip(("forgotten", "deleted", "withdrawn"),
+                    each.pseudonym_chain.user_keys([forgotten, deleted, withdrawn]), strict=True))
+    forget([forgotten], each)
     shared = each.model_copy(update={"data_root": tmp_path / "shared"})
     shutil.copytree(each.landing_dir, shared.landing_dir)  # with the files' times: when each drop landed
+    shutil.copytree(each.erasure_dir, shared.erasure_dir)
+
     for offset in range(DAYS):
-        for channel in ingestion_order():
-            ingest_channel_day(channel, START + timedelta(days=offset), each)
+        day = START + timedelta(days=offset)
+        ingest_channel_day(consent_feed(), day, each)
+        apply_erasures(day, each)
+        for channel in event_channels():
+            ingest_channel_day(channel, day, each)
     ingest_range(START, START + timedelta(days=DAYS - 1), shared)
-    for zone in ("bronze_dir", "quarantine_dir", "manifests_dir"):
+
+    for zone in ("bronze_dir", "quarantine_dir", "manifests_dir", "erasure_dir"):
         theirs, ours = getattr(each, zone), getattr(shared, zone)
         files = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
         assert files == sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()), zone
         assert files and all((theirs / f).read_bytes() == (ours / f).read_bytes() for f in files), zone
+    # What the nights did, and so the range: the two forgotten are gone, and the withdrawn's behaviour
+    # from before the withdrawal, which the first two days had ingested.
+    behaviour = {channel: set(pq.read_table(shared.bronze_dir / channel, columns=["user_key"])
+                              .column(0).to_pylist()) for channel in event_channels()}
+    everyone = set().union(*behaviour.values())
+    assert keys["forgotten"] not in everyone and keys["deleted"] not in everyone
+    assert keys["withdrawn"] not in everyone
+    assert len(everyone) > 250
+    tombstones = pq.read_table(shared.tombstones_path).to_pylist()
+    assert {(t["user_key"], str(t["requested_on"])) for t in tombstones} == {
+        (keys["forgotten"], str(START)), (keys["deleted"], str(second))}
+
+
+def _consenting_accounts(settings: Settings, n: int) -> list[str]:
+    """`n` account ids that gave consent when onboarded (the simulator's truth), and so have behaviour."""
+    users = pq.read_table(settings.truth_dir / "users.parquet", columns=["account_id", "consent"]).to_pylist()
+    return sorted(u["account_id"] for u in users if u["consent"])[:n]
 
 
 def test_a_late_event_lands_in_its_arrival_partition_with_its_own_timestamp(tmp_path):
