@@ -67,6 +67,8 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
     settings = settings or get_settings()
     day = date.fromisoformat(str(day)).isoformat()  # a name that reaches SQL and paths: checked
     contract = contract_for(channel)
+    if (kept := _ingested_and_gone(channel, day, settings)) is not None:
+        return kept
     manifest = Manifest(channel=channel, dt=day, contract_version=contract.version)
     with _empty_catalog(database) if database is not None else ingest_database(settings) as con:
         _check_landing_files(con, settings, contract, day, manifest)
@@ -74,6 +76,18 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
         _count(con, manifest)
         _write_outputs(con, settings, manifest, contract)
     return asdict(manifest) | {"balanced": manifest.balanced}
+
+
+def _ingested_and_gone(channel: str, day: str, settings: Settings) -> dict | None:
+    """The day's manifest, when the day is in bronze and its landing drop is gone (removed past its
+    retention): ingesting nothing again would replace the day's record with an empty one, as a re-run of
+    an old day or of a one-pass history would. None otherwise."""
+    manifest = settings.ingest_manifest_path(channel, day)
+    if (settings.landing_dir / channel / f"dt={day}").exists() or not manifest.exists():
+        return None
+    if not (partition_dir(settings.bronze_dir / channel, day) / PART_FILE).exists():
+        return None
+    return json.loads(manifest.read_text())
 
 
 @contextmanager

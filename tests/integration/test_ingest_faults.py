@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from millet.contracts import consent_feed, contract_for, event_channels, ingestion_order
 from millet.ingest import ingest_channel_day
 from millet.ingest.history import ingest_range
+from millet.ingest.retention import purge_expired
 from millet.privacy.erasure import apply_erasures, forget
 from millet.settings import Settings
 from millet.simulate import simulate
@@ -67,9 +68,10 @@ def test_a_range_ingested_at_once_equals_the_nights_erasures_and_withdrawals_inc
     """ingest_range reuses one DuckDB for a channel's days, each day in a fresh catalog, and puts each
     night's erasures where the nights do: the same bronze, quarantine, manifests and tombstones as night
     by night (each day's consent, then its erasures, then its behaviour: the DAG's order), with a
-    `millet forget` before the first night, an erasure request on the second day and a consent withdrawal
-    on the third. Mutations that fail it: a day's tables or quarantined file reaching the next day; the
-    erasures left out, or all applied before any behaviour."""
+    `millet forget` before the first night, an erasure request on the second day, and on the third a
+    consent withdrawal and a consent record of the erased person. Mutations that fail it: a day's tables
+    or quarantined file reaching the next day; the erasures left out, or all applied before any
+    behaviour; the range's consent ingested before its erasures."""
     each = Settings(data_root=tmp_path / "each", pseudonym_key=TEST_KEY.decode())
     simulate(each.landing_dir, users=300, days=DAYS, start=START, seed=9, faults=FAULTS,
              truth_dir=each.truth_dir)
@@ -79,8 +81,9 @@ def test_a_range_ingested_at_once_equals_the_nights_erasures_and_withdrawals_inc
         {"event_id": "del-1", "event_ts": f"{second}T09:00:00Z", "account_id": deleted,
          "request": "erasure"})])
     write_drop(each.landing_dir / "consent" / f"dt={third}" / "part-9000.jsonl.gz", [json.dumps(
-        {"event_id": "cns-no-1", "event_ts": f"{third}T09:00:00Z", "account_id": withdrawn,
-         "consent_given": False, "source": "settings"})])
+        {"event_id": f"cns-{n}", "event_ts": f"{third}T09:00:00Z", "account_id": account,
+         "consent_given": given, "source": "settings"})
+        for n, (account, given) in enumerate([(withdrawn, False), (deleted, True)])])  # the second: erased
     keys = dict(zip(("forgotten", "deleted", "withdrawn"),
                     each.pseudonym_chain.user_keys([forgotten, deleted, withdrawn]), strict=True))
     forget([forgotten], each)
@@ -112,6 +115,26 @@ def test_a_range_ingested_at_once_equals_the_nights_erasures_and_withdrawals_inc
     tombstones = pq.read_table(shared.tombstones_path).to_pylist()
     assert {(t["user_key"], str(t["requested_on"])) for t in tombstones} == {
         (keys["forgotten"], str(START)), (keys["deleted"], str(second))}
+
+
+def test_a_day_whose_landing_is_past_its_retention_keeps_its_bronze_when_ingested_again(tmp_path):
+    """A re-run of an old day, or of a one-pass history, after the nights removed its landing drop.
+    Mutation that fails it: ingesting the missing drop (the day's bronze replaced by an empty one, and
+    every later day's behaviour then refused for want of the consent it held)."""
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(),
+                        landing_retention_days=1)
+    simulate(settings.landing_dir, users=100, days=DAYS, start=START, seed=9, truth_dir=settings.truth_dir)
+    last = START + timedelta(days=DAYS - 1)
+    ingest_range(START, last, settings)
+    bronze = {p: p.read_bytes() for p in settings.bronze_dir.rglob("*.parquet")}
+    assert purge_expired(last, settings)["landing"] > 0
+    assert not (settings.landing_dir / consent_feed() / f"dt={START}").exists()
+
+    ingest_range(START, last, settings)
+
+    assert {p: p.read_bytes() for p in settings.bronze_dir.rglob("*.parquet")} == bronze
+    first_day = [p for p in bronze if f"dt={START}" in str(p)]
+    assert sum(pq.read_metadata(p).num_rows for p in first_day) > 100  # what the first run kept, kept
 
 
 def _consenting_accounts(settings: Settings, n: int) -> list[str]:
