@@ -5,8 +5,9 @@ webhook, e-mail over SMTP) has an outbox folder: an alert is put there before de
 removed once the sink took it, so a sink that is down loses nothing: what it missed is delivered on the
 next run (every call here first retries what waits). Delivery never raises: a failed delivery must not
 fail the DAG whose findings it carries. An alert already in the log (the same finding of the same day, on
-a re-run) is neither logged nor sent again. The night's checks run in parallel processes: one at a time
-logs, queues and delivers (a lock under the alerts folder), so none sends what another already took.
+a re-run) is neither logged nor sent again. The night's checks run in parallel processes: they log and
+queue one at a time, and one delivers for all (locks under the alerts folder), so none sends what
+another took, and none waits on another's delivery.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import smtplib
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -69,65 +70,106 @@ def alert_log(settings: Settings) -> Path:
 def raise_alerts(alerts: list[Alert], settings: Settings) -> dict[str, int]:
     """Log `alerts` not logged before, queue them for every sink, deliver what waits; returns what is still
     waiting per sink."""
-    with _alerts_lock(settings):
+    with _locked(settings, "log"):
         new = _not_logged(alerts, settings)
+        for sink in _sinks(settings):  # queued before logged: a kill between the two loses no alert
+            outbox = _outbox(settings, sink)
+            outbox.mkdir(parents=True, exist_ok=True)
+            for alert in new:
+                _write_atomically(outbox / f"{alert.id}.json", json.dumps(alert.record()))
         if new:
             _append_to_log(new, settings)
-            for sink in _sinks(settings):
-                outbox = _outbox(settings, sink)
-                outbox.mkdir(parents=True, exist_ok=True)
-                for alert in new:
-                    _write_atomically(outbox / f"{alert.id}.json", json.dumps(alert.record()))
-        return _deliver(settings)
+    return deliver_pending(settings)
 
 
 def deliver_pending(settings: Settings) -> dict[str, int]:
-    """Try every waiting alert of every configured sink, oldest first; keep those a sink did not take."""
-    with _alerts_lock(settings):
-        return _deliver(settings)
+    """Try the waiting alerts of every configured sink, oldest first, until the sink fails (it is not tried
+    again in this call); keep those a sink did not take; return how many wait per sink. One process
+    delivers at a time: another that finds it delivering returns at once, and what it queued is taken by
+    the one delivering, which looks for new alerts before it lets go."""
+    delivering = _try_lock(settings, "deliver")
+    if delivering is None:
+        return _waiting(settings)
+    tried: set[Path] = set()
+    down: set[str] = set()
+    try:
+        while True:
+            _deliver(settings, tried, down)
+            with _locked(settings, "log"):  # no one queues while this looks
+                if not _untried(settings, tried, down):
+                    delivering.close()  # let go while no one queues: whoever queues next finds it free
+                    return _waiting(settings)
+    finally:
+        delivering.close()
+
+
+def _deliver(settings: Settings, tried: set[Path], down: set[str]) -> None:
+    for sink, send in _sinks(settings).items():
+        if sink in down:
+            continue
+        for path in sorted(_untried_of(settings, sink, tried), key=lambda p: p.stat().st_mtime_ns):
+            tried.add(path)
+            try:
+                send(json.loads(path.read_text()), settings)
+            except Exception as exc:  # any failure of a sink: keep its alerts, tell the log, carry on
+                log.warning("alert %s not delivered to %s (%s: %s); it and the %s's other waiting alerts "
+                            "are kept in %s for the next run", path.stem, sink, type(exc).__name__, exc, sink,
+                            path.parent)
+                down.add(sink)
+                break
+            path.unlink()
+
+
+def _untried_of(settings: Settings, sink: str, tried: set[Path]) -> list[Path]:
+    return [path for path in _outbox(settings, sink).glob("*.json") if path not in tried]
+
+
+def _untried(settings: Settings, tried: set[Path], down: set[str]) -> bool:
+    return any(_untried_of(settings, sink, tried) for sink in _sinks(settings) if sink not in down)
+
+
+def _waiting(settings: Settings) -> dict[str, int]:
+    return {sink: len(list(_outbox(settings, sink).glob("*.json"))) for sink in _sinks(settings)}
 
 
 @contextmanager
-def _alerts_lock(settings: Settings):
-    """Held while one process logs, queues or delivers; another waits for it (its deliveries are bounded
-    by alert_timeout_s each)."""
-    alerts_dir(settings).mkdir(parents=True, exist_ok=True)
-    with (alerts_dir(settings) / ".lock").open("a") as lock:
+def _locked(settings: Settings, name: str):
+    """An exclusive lock under the alerts folder, waited for: held only while the log and the outboxes are
+    read and written, never across a delivery."""
+    with _lock_file(settings, name) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield  # closing the file lets go
+
+
+def _try_lock(settings: Settings, name: str):
+    """The lock's open file if it was free (closing it lets go), else None."""
+    lock = _lock_file(settings, name)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+def _lock_file(settings: Settings, name: str):
+    alerts_dir(settings).mkdir(parents=True, exist_ok=True)
+    return (alerts_dir(settings) / f".{name}.lock").open("a")
 
 
 def _not_logged(alerts: list[Alert], settings: Settings) -> list[Alert]:
-    """`alerts` whose id the log does not hold, each once."""
+    """`alerts` whose id the log does not hold, each once. A line cut short (a process killed while it
+    wrote) is no record."""
     path = alert_log(settings)
-    lines = path.read_text().splitlines() if path.exists() else []
-    seen = {json.loads(line)["id"] for line in lines if line}
+    seen = set()
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with suppress(ValueError, KeyError, TypeError):
+            seen.add(json.loads(line)["id"])
     new = {}
     for alert in alerts:
         if alert.id not in seen:
             new.setdefault(alert.id, alert)
     return list(new.values())
-
-
-def _deliver(settings: Settings) -> dict[str, int]:
-    waiting = {}
-    for sink, send in _sinks(settings).items():
-        queued = sorted(_outbox(settings, sink).glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
-        left = 0
-        for path in queued:
-            try:
-                send(json.loads(path.read_text()), settings)
-            except Exception as exc:  # any failure of a sink: keep the alert, tell the log, carry on
-                log.warning("alert %s not delivered to %s (%s: %s); kept in %s for the next run",
-                            path.stem, sink, type(exc).__name__, exc, path.parent)
-                left += 1
-                continue
-            path.unlink()
-        waiting[sink] = left
-    return waiting
 
 
 def _append_to_log(alerts: list[Alert], settings: Settings) -> None:

@@ -76,9 +76,10 @@ def test_the_same_finding_of_the_same_day_is_one_alert_however_often_the_day_is_
         alert.id, other.id]
 
 
-def test_two_processes_delivering_one_backlog_send_each_alert_once(tmp_path):
-    """The night's two checks run in parallel, and each delivers what waits. Mutation that fails it: no
-    lock around delivery (both send the backlog, and one fails on a file the other removed)."""
+def test_two_deliverers_of_one_backlog_send_each_alert_once(tmp_path):
+    """The night's two checks run in parallel, and each delivers what waits (here two threads, each with
+    the locks' files open on its own, as two processes have them). Mutation that fails it: no lock around
+    delivery (both send the backlog, and one fails on a file the other removed)."""
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
 
@@ -86,7 +87,7 @@ def test_two_processes_delivering_one_backlog_send_each_alert_once(tmp_path):
         url, port = hook.url, int(hook.url.split(":")[2].split("/")[0])
     settings = _settings(tmp_path, alert_webhook_url=url)  # down while the backlog builds up
     backlog = [_alert(dataset=f"feed_{n}") for n in range(20)]
-    assert raise_alerts(backlog, settings) == {"webhook": 20}
+    assert raise_alerts(backlog, settings) == {"webhook": 20}  # one failed try: the others not tried
 
     start = Barrier(2, timeout=30)
 
@@ -95,8 +96,31 @@ def test_two_processes_delivering_one_backlog_send_each_alert_once(tmp_path):
         return deliver_pending(settings)
 
     with webhook_server(port) as hook, ThreadPoolExecutor(2) as pool:
-        results = [job.result(timeout=120) for job in [pool.submit(deliver), pool.submit(deliver)]]
+        for job in [pool.submit(deliver), pool.submit(deliver)]:
+            job.result(timeout=120)  # neither raises; the one that found the other delivering returned
         received = [hook.next()["millet"]["id"] for _ in backlog]
+        assert deliver_pending(settings) == {"webhook": 0}
         assert hook.all() == []
-    assert results == [{"webhook": 0}, {"webhook": 0}]
     assert sorted(received) == sorted(alert.id for alert in backlog)
+
+
+def test_an_alert_queued_while_another_process_delivers_is_delivered_by_it(tmp_path, webhook, monkeypatch):
+    """The delivering process looks for new alerts before it lets go. Mutation that fails it: returning
+    after one pass (the alert queued meanwhile waits for the next night)."""
+    from millet import alerts
+
+    settings = _settings(tmp_path, alert_webhook_url=webhook.url)
+    first, queued_meanwhile = _alert(), _alert(dataset="loans")
+    send, sent, meanwhile = alerts.send_webhook, [], []
+
+    def send_and_meanwhile_another_raises(record, settings):
+        send(record, settings)
+        sent.append(record["id"])
+        if len(sent) == 1:  # the other check's alert, while this process delivers: it returns at once
+            meanwhile.append(raise_alerts([queued_meanwhile], settings))
+
+    monkeypatch.setattr(alerts, "_sinks", lambda settings: {"webhook": send_and_meanwhile_another_raises})
+    assert raise_alerts([first], settings) == {"webhook": 0}
+    assert meanwhile == [{"webhook": 2}]  # waiting then: the alert being sent, and its own
+    assert sent == [first.id, queued_meanwhile.id]
+    assert [webhook.next()["millet"]["id"] for _ in sent] == sent
