@@ -1,6 +1,6 @@
 """One typed Settings object that every stage reads; every path derives from it.
 
-Values come from `MILLET_*` environment variables (or a `.env` file). dbt, Feast and
+Values come from arguments and `MILLET_*` environment variables. dbt, Feast and
 Airflow never read these variables themselves: `Settings.environ()` exports what each
 tool needs, so a path is spelled in exactly one place.
 """
@@ -434,10 +434,10 @@ class Settings(BaseSettings):
 
 
 def declared_duckdb_config(**overrides) -> dict:
-    """Settings.duckdb_config at the values Settings declares (not read from the environment): for a small
-    query where no Settings are at hand, and the default of Feast's plug-ins, which get it in their
-    configuration (millet.serving.store.feast_config)."""
-    return Settings.model_construct().duckdb_config(**overrides)
+    """Settings.duckdb_config at the values Settings declares (declared_settings): for a small query where
+    no Settings are at hand (hashing a few account ids, checking a few lines, the simulator), and the
+    default of Feast's plug-ins, which get the settings' own in their configuration (feast_config)."""
+    return declared_settings().duckdb_config(**overrides)
 
 
 def read_keyring(path: Path) -> list[bytes]:
@@ -473,8 +473,8 @@ def read_or_create_keyring(path: Path) -> list[bytes]:
 
 
 def declared_settings() -> Settings:
-    """The defaults declared above, whatever the environment or a `.env` says: what committed files
-    (dbt's defaults, Feast's yaml) are generated from."""
+    """The defaults declared above, whatever the environment says: what committed files (dbt's defaults,
+    Feast's yaml) are generated from."""
     return Settings.model_construct()
 
 
