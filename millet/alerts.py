@@ -4,10 +4,10 @@ The log (alerts/alerts.jsonl under the data root) is always on. Each configured 
 webhook, e-mail over SMTP) has an outbox folder: an alert is put there before delivery is tried and
 removed once the sink took it, so a sink that is down loses nothing: what it missed is delivered on the
 next run (every call here first retries what waits). Delivery never raises: a failed delivery must not
-fail the DAG whose findings it carries. An alert already in the log (the same finding of the same day, on
-a re-run) is neither logged nor sent again. The night's checks run in parallel processes: they log and
-queue one at a time, and one delivers for all (locks under the alerts folder), so none sends what
-another took, and none waits on another's delivery.
+fail the DAG whose findings it carries. An alert already in the log (the same finding at the same
+severity on the same day, on a re-run) is neither logged nor sent again. The night's checks run in
+parallel processes: they log and queue one at a time, and one delivers for all (locks under the alerts
+folder), so none sends what another took, and none waits on another's delivery.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import smtplib
+import socket
+import urllib.error
 import urllib.request
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -46,8 +48,9 @@ class Alert:
 
     @property
     def id(self) -> str:
-        """The same finding on the same day is one alert, however often the day is re-run."""
-        what = f"{self.check}|{self.dataset}|{self.logical_date}|{self.summary}"
+        """The same finding at the same severity on the same day is one alert, however often the day is
+        re-run; one that became critical (a warm-up over, a threshold moved) is another."""
+        what = f"{self.severity}|{self.check}|{self.dataset}|{self.logical_date}|{self.summary}"
         return hashlib.sha256(what.encode()).hexdigest()[:16]
 
     def record(self) -> dict:
@@ -83,14 +86,14 @@ def raise_alerts(alerts: list[Alert], settings: Settings) -> dict[str, int]:
 
 
 def deliver_pending(settings: Settings) -> dict[str, int]:
-    """Try the waiting alerts of every configured sink, oldest first, until the sink fails (it is not tried
-    again in this call); keep those a sink did not take; return how many wait per sink. One process
+    """Try the waiting alerts of every configured sink, oldest first, until the sink does not answer (it is
+    not tried again in this call); keep those a sink did not take; return how many wait per sink. One process
     delivers at a time: another that finds it delivering returns at once, and what it queued is taken by
     the one delivering, which looks for new alerts before it lets go."""
     delivering = _try_lock(settings, "deliver")
     if delivering is None:
         return _waiting(settings)
-    tried: set[Path] = set()
+    tried: set[tuple[Path, int]] = set()
     down: set[str] = set()
     try:
         while True:
@@ -103,28 +106,54 @@ def deliver_pending(settings: Settings) -> dict[str, int]:
         delivering.close()
 
 
-def _deliver(settings: Settings, tried: set[Path], down: set[str]) -> None:
+def _deliver(settings: Settings, tried: set[tuple[Path, int]], down: set[str]) -> None:
     for sink, send in _sinks(settings).items():
         if sink in down:
             continue
-        for path in sorted(_untried_of(settings, sink, tried), key=lambda p: p.stat().st_mtime_ns):
-            tried.add(path)
+        for path, inode in sorted(_untried_of(settings, sink, tried), key=lambda found: _queued_at(found[0])):
+            tried.add((path, inode))
             try:
                 send(json.loads(path.read_text()), settings)
-            except Exception as exc:  # any failure of a sink: keep its alerts, tell the log, carry on
-                log.warning("alert %s not delivered to %s (%s: %s); it and the %s's other waiting alerts "
-                            "are kept in %s for the next run", path.stem, sink, type(exc).__name__, exc, sink,
-                            path.parent)
-                down.add(sink)
-                break
-            path.unlink()
+            except Exception as exc:  # any failure of a sink: keep the alert, tell the log, carry on
+                unreachable = _unreachable(exc)
+                log.warning("alert %s not delivered to %s (%s: %s); kept in %s for the next run%s", path.stem,
+                            sink, type(exc).__name__, exc, path.parent,
+                            f"; no other is tried: the {sink} does not answer" if unreachable else "")
+                if unreachable:  # one timeout, not one per waiting alert
+                    down.add(sink)
+                    break
+                continue  # this alert refused: the others still go
+            with suppress(OSError):  # sent: were its file not removed, the next run would send it again
+                path.unlink(missing_ok=True)
 
 
-def _untried_of(settings: Settings, sink: str, tried: set[Path]) -> list[Path]:
-    return [path for path in _outbox(settings, sink).glob("*.json") if path not in tried]
+def _unreachable(exc: Exception) -> bool:
+    """The sink did not answer (refused, timed out, no such host, dropped), as against answering no to
+    this one alert (an HTTP error status, a refused recipient), which says nothing of the next."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror,
+                            smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected))
 
 
-def _untried(settings: Settings, tried: set[Path], down: set[str]) -> bool:
+def _queued_at(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _untried_of(settings: Settings, sink: str, tried: set[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The sink's queued files not tried in this call (a file queued again under the same name is new)."""
+    found = []
+    for path in _outbox(settings, sink).glob("*.json"):
+        with suppress(OSError):
+            if (path, path.stat().st_ino) not in tried:
+                found.append((path, path.stat().st_ino))
+    return found
+
+
+def _untried(settings: Settings, tried: set[tuple[Path, int]], down: set[str]) -> bool:
     return any(_untried_of(settings, sink, tried) for sink in _sinks(settings) if sink not in down)
 
 
@@ -175,11 +204,21 @@ def _not_logged(alerts: list[Alert], settings: Settings) -> list[Alert]:
 def _append_to_log(alerts: list[Alert], settings: Settings) -> None:
     path = alert_log(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _end_a_line_cut_short(path)
     with path.open("a") as out:
         for alert in alerts:
             out.write(json.dumps(alert.record()) + "\n")
         out.flush()
         os.fsync(out.fileno())
+
+
+def _end_a_line_cut_short(path: Path) -> None:
+    """A line a killed process cut short ends here, not inside the next record."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as log_file:
+            log_file.seek(-1, os.SEEK_END)
+            if log_file.read(1) != b"\n":
+                log_file.write(b"\n")
 
 
 def _outbox(settings: Settings, sink: str) -> Path:
@@ -222,7 +261,7 @@ def send_webhook(record: dict, settings: Settings) -> None:
 
 def send_email(record: dict, settings: Settings) -> None:
     message = EmailMessage()
-    message["Subject"] = headline(record)
+    message["Subject"] = " ".join(headline(record).split())  # a header is one line; an error's text is not
     message["From"] = settings.alert_email_from
     message["To"] = settings.alert_email_to
     message.set_content(json.dumps(record, indent=2))

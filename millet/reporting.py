@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from datetime import date
 
 import pyarrow.parquet as pq
@@ -97,8 +98,12 @@ def _report(day, settings: Settings):
 
 
 def _alerts(path) -> list[dict]:
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines if line.strip()]
+    """The alert log's records; a line a killed process cut short is none."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with suppress(ValueError):
+            records.append(json.loads(line))
+    return records
 
 
 # ---- one borrower, readable (the end of the demo) ---------------------------------------------------------

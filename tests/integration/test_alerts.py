@@ -124,3 +124,62 @@ def test_an_alert_queued_while_another_process_delivers_is_delivered_by_it(tmp_p
     assert meanwhile == [{"webhook": 2}]  # waiting then: the alert being sent, and its own
     assert sent == [first.id, queued_meanwhile.id]
     assert [webhook.next()["millet"]["id"] for _ in sent] == sent
+
+
+def test_an_alert_a_sink_refuses_does_not_hold_back_the_others(tmp_path, mailbox):
+    """A webhook that answers 400 to one alert, and a task's error of several lines (not a valid e-mail
+    subject as it stands): every other alert still goes, and that one by e-mail. Mutations that fail it:
+    a sink taken for down on any failure; the subject left with its line breaks."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.receivers import http_server
+
+    taken = []
+
+    class RefusesOne(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            refused = body["millet"]["dataset"] == "refused"
+            if not refused:
+                taken.append(body["millet"]["id"])
+            self.send_response(400 if refused else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http_server(RefusesOne) as url:
+        settings = _settings(tmp_path, alert_webhook_url=f"{url}/hook", alert_smtp_host="127.0.0.1",
+                             alert_smtp_port=mailbox.port, alert_email_to="oncall@lender.example")
+        refused = _alert(dataset="refused", check="task_failed",
+                         summary="BinderException: Binder Error: no column\n\nLINE 1: select x")
+        assert raise_alerts([refused], settings) == {"webhook": 1, "email": 0}
+        later = _alert(dataset="loans")
+        assert raise_alerts([later], settings) == {"webhook": 1, "email": 0}
+    assert taken == [later.id]
+    subjects = [mail["Subject"] for mail in (mailbox.next(), mailbox.next())]
+    assert subjects[0].endswith("Binder Error: no column LINE 1: select x"), subjects
+    assert mailbox.all() == []
+
+
+def test_a_log_line_cut_short_by_a_killed_process_costs_no_other_alert(tmp_path):
+    from millet.reporting import _alerts
+
+    settings = _settings(tmp_path)
+    first = _alert()
+    raise_alerts([first], settings)
+    with alert_log(settings).open("a") as log:
+        log.write('{"id": "0123456789abcdef", "severity": "crit')  # killed mid-write
+    second = _alert(dataset="loans")
+    raise_alerts([second], settings)
+    assert [r["id"] for r in _alerts(alert_log(settings))] == [first.id, second.id]
+    raise_alerts([second], settings)  # seen in the log: not again
+    assert [r["id"] for r in _alerts(alert_log(settings))] == [first.id, second.id]
+
+
+def test_a_finding_that_became_critical_is_a_new_alert(tmp_path, webhook):
+    """Mutation that fails it: an alert's id without its severity (the escalation deduplicated away)."""
+    settings = _settings(tmp_path, alert_webhook_url=webhook.url)
+    raise_alerts([_alert(severity="warning")], settings)
+    raise_alerts([_alert(severity="critical")], settings)
+    assert [webhook.next()["millet"]["severity"] for _ in range(2)] == ["warning", "critical"]
