@@ -79,15 +79,16 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
 
 
 def _ingested_and_gone(channel: str, day: str, settings: Settings) -> dict | None:
-    """The day's manifest, when the day is in bronze and its landing drop is gone (removed past its
-    retention): ingesting nothing again would replace the day's record with an empty one, as a re-run of
-    an old day or of a one-pass history would. None otherwise."""
-    manifest = settings.ingest_manifest_path(channel, day)
-    if (settings.landing_dir / channel / f"dt={day}").exists() or not manifest.exists():
+    """The day's manifest, when the day is in bronze and retention removed its landing drop since
+    (millet.ingest.retention): ingesting nothing again would replace the day's record with an empty one,
+    as a re-run of an old day or of a one-pass history would. None otherwise: a drop a person removed is
+    ingested as missing, and alerted."""
+    path = settings.ingest_manifest_path(channel, day)
+    if (settings.landing_dir / channel / f"dt={day}").exists() or not path.exists():
         return None
-    if not (partition_dir(settings.bronze_dir / channel, day) / PART_FILE).exists():
-        return None
-    return json.loads(manifest.read_text())
+    manifest = json.loads(path.read_text())
+    bronze = partition_dir(settings.bronze_dir / channel, day) / PART_FILE
+    return manifest if manifest.get("landing_removed") and bronze.exists() else None
 
 
 @contextmanager

@@ -22,28 +22,28 @@ def ingest_range(first: date, last: date, settings: Settings, workers: int = 2) 
 
     days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
     manifests, waiting = [], []
-    with ingest_database(settings) as database:  # consent and requests: one day at a time, in this process
+    # Workers started fresh, not forked: this process holds a DuckDB open, whose threads and locks a fork
+    # would copy mid-state. Consent and requests go one day at a time, in this process.
+    with (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool,
+          ingest_database(settings) as database):
         for day in days:
             manifests.append(ingest_channel_day(consent_feed(), day, settings, database))
             erasures = due_erasures(day, settings, database)
             if erasures.removes_anyone:
-                manifests += _ingest_behaviour(settings, waiting, workers)
+                manifests += _ingest_behaviour(pool, settings, waiting)
                 waiting = []
             erasures.apply(settings)
             waiting.append(day)
-    return manifests + _ingest_behaviour(settings, waiting, workers)
+        return manifests + _ingest_behaviour(pool, settings, waiting)
 
 
-def _ingest_behaviour(settings: Settings, days: list[date], workers: int) -> list[dict]:
+def _ingest_behaviour(pool: ProcessPoolExecutor, settings: Settings, days: list[date]) -> list[dict]:
     if not days:
         return []
     manifests = []
-    # Workers started fresh, not forked: this process holds a DuckDB open, whose threads and locks a fork
-    # would copy mid-state.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        running = [pool.submit(_ingest_channel_days, settings, channel, days) for channel in event_channels()]
-        for done in running:
-            manifests += done.result()
+    running = [pool.submit(_ingest_channel_days, settings, channel, days) for channel in event_channels()]
+    for done in running:
+        manifests += done.result()
     return manifests
 
 

@@ -8,6 +8,7 @@ are counted back from the night's own date, which is never in the future (the ru
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 from millet.contracts import all_contracts
@@ -24,9 +25,19 @@ def purge_expired(day: str | date, settings: Settings | None = None) -> dict[str
         oldest = day - timedelta(days=settings.landing_retention_days)
         removed["landing"] = remove_partitions_before(
             oldest, [settings.landing_dir / channel for channel in all_contracts()])
+        for folder in removed["landing"]:
+            _mark_landing_removed(folder.parent.name, folder.name.removeprefix("dt="), settings)
     if settings.quarantine_retention_days > 0:
         oldest = day - timedelta(days=settings.quarantine_retention_days)
         folders = [settings.quarantine_dir / channel / sub
                    for channel in all_contracts() for sub in ("", "files")]
         removed["quarantine"] = remove_partitions_before(oldest, folders)
     return {zone: len(paths) for zone, paths in removed.items()}
+
+
+def _mark_landing_removed(channel: str, day: str, settings: Settings) -> None:
+    """The day's ingest manifest says its drop is gone: ingesting the day again keeps its bronze rather
+    than replace it with nothing (millet.ingest.bronze). A drop a person removed is not so marked."""
+    path = settings.ingest_manifest_path(channel, day)
+    if path.exists():
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"landing_removed": True}, indent=2) + "\n")

@@ -119,8 +119,9 @@ def test_a_range_ingested_at_once_equals_the_nights_erasures_and_withdrawals_inc
 
 def test_a_day_whose_landing_is_past_its_retention_keeps_its_bronze_when_ingested_again(tmp_path):
     """A re-run of an old day, or of a one-pass history, after the nights removed its landing drop.
-    Mutation that fails it: ingesting the missing drop (the day's bronze replaced by an empty one, and
-    every later day's behaviour then refused for want of the consent it held)."""
+    Mutations that fail it: ingesting the missing drop (the day's bronze replaced by an empty one, and
+    every later day's behaviour then refused for want of the consent it held); keeping the bronze of a
+    drop a person removed."""
     settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(),
                         landing_retention_days=1)
     simulate(settings.landing_dir, users=100, days=DAYS, start=START, seed=9, truth_dir=settings.truth_dir)
@@ -135,6 +136,11 @@ def test_a_day_whose_landing_is_past_its_retention_keeps_its_bronze_when_ingeste
     assert {p: p.read_bytes() for p in settings.bronze_dir.rglob("*.parquet")} == bronze
     first_day = [p for p in bronze if f"dt={START}" in str(p)]
     assert sum(pq.read_metadata(p).num_rows for p in first_day) > 100  # what the first run kept, kept
+
+    # A drop a person removed (not retention) is ingested as missing: its feed check alerts.
+    shutil.rmtree(settings.landing_dir / "forum" / f"dt={last}")
+    assert ingest_channel_day("forum", last, settings)["files"] == []
+    assert pq.read_metadata(settings.bronze_dir / "forum" / f"dt={last}" / "part-0.parquet").num_rows == 0
 
 
 def _consenting_accounts(settings: Settings, n: int) -> list[str]:
