@@ -16,6 +16,10 @@ one process, D1's six snapshots (what the night wrote) held in memory and writte
 each of the 180 days, as the build writes them (zstd) and uncompressed (the cheapest DuckDB writes);
 then D1's night built again in a fresh process, so that the ratio is of one run.
 
+`--stage night --rebase` (after `history`) builds D1 with D0's state moved aside, so that every window is
+recomputed from the 180 days of partials: the night as it was before rolling state, which issue 13's
+history target was set against. Run it beside a plain `--stage night`, each in a fresh process.
+
 `--stage nights --nights N` (after `prepare` alone) builds the N nights up to D0 one by one, each in a
 fresh process as the DAG's task runs it, and prints each night's seconds: what a night costs that is not
 the first. Side by side with other code on a copy of the same prepared root:
@@ -25,6 +29,7 @@ the first. Side by side with other code on a copy of the same prepared root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -51,6 +56,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path)
     parser.add_argument("--nights", type=int, default=NIGHTS)
     parser.add_argument("--day", type=date.fromisoformat, default=D1)
+    parser.add_argument("--rebase", action="store_true", help="with --stage night: a full recomputation")
     args = parser.parse_args()
     if args.stage != "all" and not args.root:
         parser.error(f"--stage {args.stage} needs --root (the prepared data root)")
@@ -61,7 +67,7 @@ def main() -> None:
     if args.stage == "floor":
         return print(json.dumps(_floor(args.root)))
     if args.stage == "night":
-        return print(json.dumps(_timed(_settings(args.root), "nightly", args.day)))
+        return print(json.dumps(_timed(_settings(args.root), "nightly", args.day, args.rebase)))
     if args.stage in TIMED:
         return print(json.dumps(_timed(_settings(args.root), args.stage)))
     with tempfile.TemporaryDirectory(prefix="millet-bench-") as tmp:
@@ -156,7 +162,24 @@ def _floor(root: Path) -> dict:
     return results
 
 
-def _timed(settings, stage: str, day: date = D1) -> dict:
+@contextlib.contextmanager
+def _without_state(day: date, settings):
+    """The day's rolling window state moved aside, so that the next night recomputes every window (a re-base
+    with the state at hand would also roll it, to compare), and put back after."""
+    from millet.transform.dbt import state_models, state_path
+
+    kept = {state_path(model, day, settings): state_path(model, day, settings).with_name("kept")
+            for model in state_models(settings)}
+    for path, aside in kept.items():
+        path.rename(aside)
+    try:
+        yield
+    finally:
+        for path, aside in kept.items():
+            aside.rename(path)
+
+
+def _timed(settings, stage: str, day: date = D1, rebase: bool = False) -> dict:
     from millet.transform import build_features
     from millet.transform.dbt import build_history
 
@@ -164,7 +187,9 @@ def _timed(settings, stage: str, day: date = D1) -> dict:
     if stage == "history":
         build_history(FIRST, D0, settings)
     else:
-        build_features(day, settings)
+        with _without_state(day - timedelta(days=1), settings) if rebase else contextlib.nullcontext():
+            began = time.perf_counter()
+            build_features(day, settings)
     seconds = time.perf_counter() - began
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2)}
