@@ -174,6 +174,36 @@ def test_millet_materialization_reads_back_exactly_as_stock_feast_materializatio
             store.teardown()
 
 
+def test_a_running_server_serves_a_feature_service_changed_in_the_registry(sample_snapshots, tmp_path):
+    """The nightly publish applies a feature service that changed (a category's new features): within
+    PLAN_TTL_S the server reads the new list, not the plan it made before. Mutation that fails it: plans
+    kept for the life of the process."""
+    from feast import FeatureService
+
+    from millet.serving.api.server import PLAN_TTL_S, OnlineReader
+
+    snapshots, users = sample_snapshots
+    config = dict(PACKED["sqlite"], path=str(tmp_path / "online.db"))
+    store = store_over(snapshots, tmp_path / "repo", config, MILLET_ENGINE, project=f"plans_{os.getpid()}")
+    materialize_day(store, DAYS[-1])
+    now = [0.0]
+    reader = OnlineReader(store, clock=lambda: now[0])
+    before = reader.features_of(users[0], "credit_risk_v1")
+    service = store.get_feature_service("credit_risk_v1")
+    projection = service.feature_view_projections[0]
+    kept = [field.name for field in projection.features[:3]]
+    view = store.get_feature_view(projection.name)
+    store.apply(FeatureService(name=service.name, features=[view[kept]], tags=service.tags))
+    try:
+        assert reader.features_of(users[0], "credit_risk_v1") == before  # within the TTL: the plan made
+        now[0] += PLAN_TTL_S + 1
+        after = reader.features_of(users[0], "credit_risk_v1")
+        assert list(after) == ["user_key", *kept] and after == {name: before[name] for name in after}
+        assert len(before) > len(after)
+    finally:
+        store.teardown()
+
+
 # ---- training sets ----------------------------------------------------------------------------------
 def test_a_feature_value_planted_after_the_label_time_does_not_leak(nightly):
     day, later = DAYS[-1], "2026-01-05"

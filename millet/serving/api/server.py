@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -31,6 +32,9 @@ from millet.settings import Settings
 
 MAX_ENTITIES = 1_000
 MAX_CACHED_PLANS = 1_000
+# A plan is rebuilt from the registry at most this long after it was made: the nightly publish may apply
+# a changed feature service (a category's new features), which a running server must serve, not the old.
+PLAN_TTL_S = 60.0
 MAX_BODY_BYTES = 1 << 20  # 1,000 keys of Feast's JSON take about 40 kB: a megabyte is not a request
 NO_TIMESTAMP = "1970-01-01T00:00:00Z"
 HEALTH_TIMEOUT_S = 2.0  # a store that hangs is as unavailable as one that refuses
@@ -66,14 +70,15 @@ class Lookup:
 class OnlineReader:
     """Answers Feast online-feature requests from a FeatureStore whose online store is a packed one."""
 
-    def __init__(self, store):
+    def __init__(self, store, clock=time.monotonic):
         if not isinstance(store._get_provider().online_store, PackedOnlineStore):
             raise TypeError("millet serve reads Millet's packed online stores; "
                             "see features/feature_store.yaml")
         self.store = store
         self.config = store.config
         self.online = store._get_provider().online_store
-        self._plans: dict[tuple, Plan] = {}
+        self._plans: dict[tuple, tuple[float, Plan]] = {}  # request → (when made, plan)
+        self._clock = clock
 
     @cached_property
     def join_key(self) -> str:
@@ -127,10 +132,12 @@ class OnlineReader:
         cache_key = (service, tuple(features or ()), full)
         if len(self._plans) >= MAX_CACHED_PLANS:  # any list of features is a plan: bound what is kept
             self._plans.clear()
-        if cache_key not in self._plans:
-            self._plans[cache_key] = (self._service_plan(service, full) if service is not None
-                                      else self._features_plan(features, full))
-        return self._plans[cache_key]
+        now, made = self._clock(), self._plans.get(cache_key)
+        if made is None or now - made[0] > PLAN_TTL_S:
+            made = now, (self._service_plan(service, full) if service is not None
+                         else self._features_plan(features, full))
+            self._plans[cache_key] = made
+        return made[1]
 
     def _service_plan(self, service, full: bool) -> Plan:
         from feast.errors import FeatureServiceNotFoundException
