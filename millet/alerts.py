@@ -148,9 +148,8 @@ def _untried_of(settings: Settings, sink: str, tried: set[tuple[Path, int]]) -> 
     found = []
     for path in _outbox(settings, sink).glob("*.json"):
         with suppress(OSError):
-            if (path, path.stat().st_ino) not in tried:
-                found.append((path, path.stat().st_ino))
-    return found
+            found.append((path, path.stat().st_ino))
+    return [queued for queued in found if queued not in tried]
 
 
 def _untried(settings: Settings, tried: set[tuple[Path, int]], down: set[str]) -> bool:
@@ -187,18 +186,22 @@ def _lock_file(settings: Settings, name: str):
 
 
 def _not_logged(alerts: list[Alert], settings: Settings) -> list[Alert]:
-    """`alerts` whose id the log does not hold, each once. A line cut short (a process killed while it
-    wrote) is no record."""
-    path = alert_log(settings)
-    seen = set()
-    for line in path.read_text().splitlines() if path.exists() else []:
-        with suppress(ValueError, KeyError, TypeError):
-            seen.add(json.loads(line)["id"])
+    """`alerts` whose id the log does not hold, each once."""
+    seen = {record.get("id") for record in logged_alerts(settings)}
     new = {}
     for alert in alerts:
         if alert.id not in seen:
             new.setdefault(alert.id, alert)
     return list(new.values())
+
+
+def logged_alerts(settings: Settings) -> list[dict]:
+    """The alert log's records, oldest first; a line a killed process cut short is none."""
+    path, records = alert_log(settings), []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with suppress(ValueError):
+            records.append(json.loads(line))
+    return records
 
 
 def _append_to_log(alerts: list[Alert], settings: Settings) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import suppress
 from datetime import date
 
 import pyarrow.parquet as pq
@@ -77,9 +76,9 @@ def _built(day, size: dict, settings: Settings) -> str:
 
 
 def _checked(day, settings: Settings) -> str:
-    from millet.alerts import alert_log
+    from millet.alerts import alert_log, logged_alerts
 
-    severities = [record["severity"] for record in _alerts(alert_log(settings))
+    severities = [record["severity"] for record in logged_alerts(settings)
                   if record.get("logical_date") == str(day)]
     return (f"{severities.count('critical')} critical, {severities.count('warning')} warnings "
             f"(alerts: {alert_log(settings)})")
@@ -95,15 +94,6 @@ def _report(day, settings: Settings):
     from millet.alerts import report_path
 
     return report_path(str(day), settings)
-
-
-def _alerts(path) -> list[dict]:
-    """The alert log's records; a line a killed process cut short is none."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        with suppress(ValueError):
-            records.append(json.loads(line))
-    return records
 
 
 # ---- one borrower, readable (the end of the demo) ---------------------------------------------------------
@@ -170,13 +160,13 @@ def status_lines(settings: Settings, now=None) -> list[str]:
     """The last runs, each feed's freshness, the latest night's alerts and what the online store serves."""
     from datetime import UTC, datetime
 
-    from millet.alerts import alert_log
+    from millet.alerts import alert_log, logged_alerts
 
     now = now or datetime.now(UTC)
     lines = ["runs of millet_nightly (newest first):", *_run_lines(settings, now)]
     lines.append("feeds (latest day in bronze, and when its drop was delivered):")
     lines += [f"  {channel:<16} {_freshness(channel, settings, now)}" for channel in _channels()]
-    alerts = _alerts(alert_log(settings))
+    alerts = logged_alerts(settings)
     last_day = max((a["logical_date"] for a in alerts), default=None)
     night = [a for a in alerts if a["logical_date"] == last_day]
     lines.append(f"alerts of the latest night ({last_day or 'none'}): "

@@ -163,7 +163,7 @@ def test_an_alert_a_sink_refuses_does_not_hold_back_the_others(tmp_path, mailbox
 
 
 def test_a_log_line_cut_short_by_a_killed_process_costs_no_other_alert(tmp_path):
-    from millet.reporting import _alerts
+    from millet.alerts import logged_alerts
 
     settings = _settings(tmp_path)
     first = _alert()
@@ -172,9 +172,9 @@ def test_a_log_line_cut_short_by_a_killed_process_costs_no_other_alert(tmp_path)
         log.write('{"id": "0123456789abcdef", "severity": "crit')  # killed mid-write
     second = _alert(dataset="loans")
     raise_alerts([second], settings)
-    assert [r["id"] for r in _alerts(alert_log(settings))] == [first.id, second.id]
+    assert [r["id"] for r in logged_alerts(settings)] == [first.id, second.id]
     raise_alerts([second], settings)  # seen in the log: not again
-    assert [r["id"] for r in _alerts(alert_log(settings))] == [first.id, second.id]
+    assert [r["id"] for r in logged_alerts(settings)] == [first.id, second.id]
 
 
 def test_a_finding_that_became_critical_is_a_new_alert(tmp_path, webhook):

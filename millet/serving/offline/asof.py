@@ -169,7 +169,7 @@ class AsofRetrievalJob(RetrievalJob):
         fetch joins, so their order survives in long runs, and each fetch's semi join keeps the matches
         as its hash table (else DuckDB may build it from the snapshot scan, every row's features, which
         is what the semi join is there to avoid)."""
-        config = getattr(self._config.offline_store, "duckdb", None) or declared_duckdb_config()
+        config = self._config.offline_store.duckdb
         disabled = [name for name in config.get("disabled_optimizers", "").split(",") if name.strip()]
         return {**config, "disabled_optimizers": ",".join([*disabled, "build_side_probe_side"])}
 
