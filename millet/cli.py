@@ -132,8 +132,11 @@ def _history(first: date, last: date) -> None:
     settings = get_settings()
     days = (last - first).days + 1
 
-    def stage_done(name: str, seconds: float) -> None:
-        typer.echo(f"{name}: {days} days in {seconds:.1f} s")
+    def stage_done(name: str, seconds: float, result) -> None:
+        span = f"{days} days" if name in ("ingest", "build") else str(last)  # the rest: the last day's
+        made = ("; ".join(f"{lst} {'written' if isinstance(out, dict) else out}" for lst, out in result.items())
+                if name == "lists" else "")
+        typer.echo(f"{name}: {span} in {seconds:.1f} s" + (f" ({made})" if made else ""))
 
     try:
         history(first, last, settings, on_stage=stage_done)

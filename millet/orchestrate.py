@@ -236,14 +236,15 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
 
 
 def history(start: date | str, end: date | str, settings: Settings | None = None,
-            on_stage=lambda stage, seconds: None) -> dict[str, dict]:
+            on_stage=lambda stage, seconds, result: None) -> dict[str, dict]:
     """Every day of [start, end] in one pass, without a run per day (`millet backfill --one-pass`): each
     feed's drops ingested over the range with each night's erasures in their place (ingest_range), landing
     and quarantine past their retention removed, every daily snapshot built by one history build (the same
     snapshots as night-by-night runs: millet.transform.build_history), then the last day checked,
-    reconciled and published as the DAG does after its build. Each day's feeds are not profiled (their
-    bad rows are still quarantined); a failed check of the last day publishes nothing. `on_stage` hears
-    each stage's name and duration. Returns each day's snapshot paths."""
+    reconciled, published and its nightly lists written (where their models are served) as the DAG does
+    after its build. Each day's feeds are not profiled (their bad rows are still quarantined); a failed
+    check of the last day publishes nothing. `on_stage` hears each stage's name, duration and result.
+    Returns each day's snapshot paths."""
     import time
 
     from millet.ingest.history import ingest_range
@@ -251,6 +252,7 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
     from millet.quality import check_features
     from millet.quality.reconcile import reconcile_repayments
     from millet.quality.report import write_report
+    from millet.scoring.tracking import nightly_lists
     from millet.serving import publish_features
     from millet.transform.dbt import as_of_date, build_history
 
@@ -259,13 +261,14 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
     stages = [("ingest", lambda: (ingest_range(first, last, settings), purge_expired(last, settings))),
               ("build", lambda: build_history(first, last, settings)),
               ("check", lambda: (check_features(last, settings), reconcile_repayments(last, settings))),
-              ("publish", lambda: publish_features(last, settings))]
+              ("publish", lambda: publish_features(last, settings)),
+              ("lists", lambda: nightly_lists(str(last), settings))]
     results = {}
     try:
         for name, stage in stages:
             began = time.monotonic()
             results[name] = stage()
-            on_stage(name, time.monotonic() - began)
+            on_stage(name, time.monotonic() - began, results[name])
     finally:
         write_report(last, settings)  # as the DAG's report task: also, above all, when a check failed
     return results["build"]

@@ -9,7 +9,8 @@ point-in-time join (offline, as training sets are), one folder per list and day 
 - **pre-approval** (offers): of the day's users whose credit decision would approve (risk-based price
   within the cap and a credit line), the `pre_approval_share` of all users most likely to apply (the served
   demand model), with their price and line.
-A list needs its models served: without one it raises NoModel, and the DAG skips the task.
+A list needs its models served: without one it raises NoModel, and the DAG skips the task (a one-pass
+history, `nightly_lists`, reports it skipped).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from millet.scoring import demand, repayment
 from millet.scoring.credit_risk import SERVICE as RISK_SERVICE
-from millet.scoring.decisions import ServedModel, annual_rate, offered_line, served_model
+from millet.scoring.decisions import NoModel, ServedModel, annual_rate, offered_line, served_model
 from millet.scoring.fitting import day_users_sql, feature_matrix
 from millet.serving.offline.training import training_table
 from millet.serving.store import snapshot_timestamp
@@ -42,6 +43,18 @@ PAST_DUE = "credit__days_past_due_now"
 
 def list_path(name: str, day: date | str, settings: Settings) -> Path:
     return settings.tracking_dir / name / f"dt={day}" / f"{name}.parquet"
+
+
+def nightly_lists(ds: str, settings: Settings) -> dict[str, dict | str]:
+    """Both lists of the day, as the DAG's last two tasks write them: each list's outcome, or why it was
+    skipped (its model is not served)."""
+    made: dict[str, dict | str] = {}
+    for name, make in ((EARLY_WARNING, track_borrowers), (PRE_APPROVAL, list_pre_approvals)):
+        try:
+            made[name] = make(ds, settings)
+        except NoModel as exc:
+            made[name] = f"skipped: {exc}"
+    return made
 
 
 def track_borrowers(ds: str, settings: Settings | None = None) -> dict:
