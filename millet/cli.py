@@ -134,8 +134,8 @@ def _history(first: date, last: date) -> None:
 
     def stage_done(name: str, seconds: float, result) -> None:
         span = f"{days} days" if name in ("ingest", "build") else str(last)  # the rest: the last day's
-        made = ("; ".join(f"{lst} {'written' if isinstance(out, dict) else out}" for lst, out in result.items())
-                if name == "lists" else "")
+        made = "; ".join(f"{lst} {'written' if isinstance(out, dict) else out}"
+                         for lst, out in result.items()) if name == "lists" else ""
         typer.echo(f"{name}: {span} in {seconds:.1f} s" + (f" ({made})" if made else ""))
 
     try:
