@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from millet.settings import Settings
 TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
 ERASED = b"[erased]"
 _ACCOUNT = re.compile(r'"account_id"\s*:\s*"([^"]+)"')
+_GZIP_MAGIC = b"\x1f\x8b"
+_INFLATE_CHUNK = 1024  # compressed bytes per piece: what damage may cost of what precedes it
 
 
 class Scope(enum.Enum):
@@ -166,10 +169,31 @@ def _purge_quarantine(keys: set[str], settings: Settings) -> int:
             removed += sum(drop)
     for path in sorted(settings.quarantine_dir.glob("*/files/dt=*/*")):
         channel, day = path.parents[2].name, path.parent.name.removeprefix("dt=")
-        if names_them(unseal_file(path, sealer, channel, day).decode("utf-8", errors="replace")):
+        if names_them(readable_text(unseal_file(path, sealer, channel, day))):
             path.unlink()  # a file that could not be read cannot be edited: it goes whole
             removed += 1
     return removed
+
+
+def readable_text(data: bytes) -> str:
+    """What a person can read in an unreadable landing file: a gzip stream inflated as far as it goes (a
+    truncated or damaged one up to the damage, every member of a multi-member one), else the bytes as text.
+    Searched as stored, compressed lines never show their account ids."""
+    if data[:2] != _GZIP_MAGIC:
+        return data.decode("utf-8", errors="replace")
+    text = []
+    while data[:2] == _GZIP_MAGIC:
+        inflate, rest = zlib.decompressobj(16 + zlib.MAX_WBITS), b""
+        try:
+            for at in range(0, len(data), _INFLATE_CHUNK):  # in pieces: damage loses only what follows it
+                text.append(inflate.decompress(data[at:at + _INFLATE_CHUNK]))
+                if inflate.eof:  # the member ended: the next may follow
+                    rest = inflate.unused_data + data[at + _INFLATE_CHUNK:]
+                    break
+        except zlib.error:
+            break
+        data = rest
+    return b"".join(text).decode("utf-8", errors="replace")
 
 
 def _scrub_text(keys: set[str], settings: Settings) -> int:

@@ -1,14 +1,17 @@
-"""`millet forget` while the night's erasure runs: a request that lands while the zones are purged is
-applied the next night, not deleted unread."""
+"""`millet forget` and the night's erasure: a request that lands while the zones are purged is applied the
+next night, not deleted unread; a quarantined drop nobody could read goes whole when it names the person."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pyarrow.parquet as pq
 
+from millet.ingest import ingest_channel_day
 from millet.privacy import erasure
 from millet.settings import Settings
+from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
 
 DAY = date(2026, 3, 1)
@@ -37,3 +40,22 @@ def test_a_request_filed_while_the_zones_are_purged_is_applied_the_next_night(tm
     assert erasure.apply_erasures(DAY, settings)["forgotten"] == 1  # the next night
     assert _tombstoned(settings) == set(first) | set(late)
     assert list((settings.erasure_dir / "requests").glob("*.parquet")) == []
+
+
+def test_an_unreadable_drop_naming_a_forgotten_person_leaves_quarantine_and_the_others_stay(tmp_path):
+    """Two truncated gzip drops (as the simulator cuts them), quarantined whole and sealed; one holds the
+    forgotten person's lines. Mutation that fails it: the sealed file searched as stored (compressed)."""
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+    accounts = ["A100000000001", "A100000000002"]
+    for n, account in enumerate(accounts):
+        lines = [json.dumps({"account_id": account, "loan_id": f"L-{n}-{i}"}) for i in range(500)]
+        write_drop(settings.landing_dir / "loans" / f"dt={DAY}" / f"part-{n:04d}.jsonl.gz", lines,
+                   truncate=True)
+    ingest_channel_day("loans", DAY, settings)  # a feed that needs no consent drop first
+    files = settings.quarantine_dir / "loans" / "files"
+    assert sorted(p.name for p in files.rglob("*") if p.is_file()) == [
+        "part-0000.jsonl.gz.sealed", "part-0001.jsonl.gz.sealed"]
+
+    erasure.forget(accounts[:1], settings)
+    assert erasure.apply_erasures(DAY, settings)["forgotten"] == 1
+    assert sorted(p.name for p in files.rglob("*") if p.is_file()) == ["part-0001.jsonl.gz.sealed"]
