@@ -19,7 +19,7 @@ from feast.data_format import ParquetFormat
 from feast.infra.offline_stores.ibis import IbisRetrievalJob
 from feast.types import Float32, Int32
 
-from millet.serving.offline.asof import MAX_RUNS, AsofRetrievalJob, in_row_order
+from millet.serving.offline.asof import MAX_RUNS, AsofRetrievalJob, SnapshotChanged, in_row_order
 from millet.serving.offline.training import in_label_order
 from millet.serving.store import OFFLINE_STORE
 
@@ -140,3 +140,26 @@ def test_created_timestamp_tie_breaks_are_left_to_feasts_join(tmp_path):
     store = _store(tmp_path, "millet", OFFLINE_STORE, _objects(tmp_path / "snapshots", created=True))
     job = store.get_historical_features(entity_df=_labels(), features=store.get_feature_service("both_views"))
     assert isinstance(job, IbisRetrievalJob)
+
+
+def test_a_snapshot_rewritten_between_the_match_and_the_fetch_is_refused_not_misread(tmp_path, monkeypatch):
+    """An erasure rewrites a day's file without a row while a training set is read: the rows after it move
+    up, and the fetch, which finds a matched row again by its place, would read the next user's features.
+    Mutation that fails it: the fetch joined on file and row number alone (`both`'s labels get `first`'s
+    DAY1 values, `first`'s get `zeta`'s)."""
+    _snapshots(tmp_path / "snapshots")
+    store = _store(tmp_path, "millet", OFFLINE_STORE, _objects(tmp_path / "snapshots"))
+    day1 = tmp_path / "snapshots" / "alpha" / f"dt={DAY1.date()}" / "part-0.parquet"
+    fetch_sql = AsofRetrievalJob.fetch_sql
+
+    def erase_then_fetch(job):  # `both` erased, and a user after `first` (as long a file: no row is gone)
+        table = pq.read_table(day1)
+        kept = table.filter(pa.compute.not_equal(table["user_key"], "both"))
+        later = kept.set_column(0, "user_key", pa.array(["zeta"] * kept.num_rows, pa.string()))
+        pq.write_table(pa.concat_tables([kept, later]), day1)
+        return fetch_sql(job)
+
+    monkeypatch.setattr(AsofRetrievalJob, "fetch_sql", erase_then_fetch)
+    job = store.get_historical_features(entity_df=_labels(), features=store.get_feature_service("both_views"))
+    with pytest.raises(SnapshotChanged, match="changed while the training set was read"):
+        job.to_arrow()

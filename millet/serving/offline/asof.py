@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureView, FileSource, OnDemandFeatureView
 from feast.data_format import ParquetFormat
@@ -35,6 +36,11 @@ from millet.settings import declared_duckdb_config
 
 ROW = "__millet_row"  # the entity row's position, to return rows in the entity frame's order
 MAX_RUNS = 10_000  # beyond this many ascending runs, sorting the rows beats stitching the runs
+LOST = "__millet_lost_"  # per view: a matched row that was not found again
+
+
+class SnapshotChanged(RuntimeError):
+    pass
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
@@ -121,14 +127,19 @@ class _ViewJoin:
         Only matched rows reach the join's hash table (a semi join with the matches first): a training
         set over months of daily snapshots would otherwise hold every snapshot row's features."""
         f = f"f{i}"
-        columns = ", ".join(["filename as __file", "file_row_number as __row", *map(_quote, self.features)])
+        keys = {_quote(key): _quote(entity) for key, entity in self.keys.items()}
+        columns = ", ".join(["filename as __file", "file_row_number as __row", *keys,
+                             *map(_quote, self.features)])
         wanted = (f"(select distinct __file_{i} as __file, __row_{i} as __row from matched "
                   f"where __file_{i} is not null)")
         rows = (f"select {columns} from read_parquet({self.files}, hive_partitioning = false) "
                 f"semi join {wanted} w on filename = w.__file and file_row_number = w.__row")
-        join = f"left join ({rows}) {f} on {f}.__file = m.__file_{i} and {f}.__row = m.__row_{i}"
+        # The row is found again by its place, and must still be the entity's: a file rewritten between the
+        # two reads (an erasure drops rows) moves the rows after it.
+        same = "".join(f" and {f}.{key} = m.{entity}" for key, entity in keys.items())
+        join = f"left join ({rows}) {f} on {f}.__file = m.__file_{i} and {f}.__row = m.__row_{i}{same}"
         items = [f"{f}.{_quote(c)} as {_quote(n)}" for c, n in zip(self.features, self.names, strict=True)]
-        return items, join
+        return [*items, f"m.__file_{i} is not null and {f}.__file is null as {LOST}{i}"], join
 
 
 class AsofRetrievalJob(RetrievalJob):
@@ -162,7 +173,12 @@ class AsofRetrievalJob(RetrievalJob):
             con.register("entities", pa.Table.from_pandas(
                 self._entities.assign(**{ROW: range(len(self._entities))}), preserve_index=False))
             con.execute(f"create temp table matched as {self.match_sql()}")
-            return in_row_order(con.sql(self.fetch_sql()).to_arrow_table(), ROW).drop_columns(ROW)
+            table = con.sql(self.fetch_sql()).to_arrow_table()
+        lost = [name for name in table.column_names if name.startswith(LOST)]
+        if any(pc.any(table[name]).as_py() for name in lost):
+            raise SnapshotChanged("a snapshot file changed while the training set was read (an erasure or "
+                                  "a re-run of a night rewrote it): read it again")
+        return in_row_order(table.drop_columns(lost), ROW).drop_columns(ROW)
 
     def duckdb_config(self) -> dict:
         """The store's DuckDB settings, and one more optimizer off: the matches stay the probe side of the
