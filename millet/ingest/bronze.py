@@ -24,7 +24,7 @@ from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
 from millet.ingest import quarantine
 from millet.ingest.landing import LINES_SCHEMA, UnreadableFile, drop_files, read_lines
-from millet.ingest.partition import PART_FILE, partition_dir, write_partition
+from millet.ingest.partition import PART_FILE, partition_dir, replace_text, write_partition
 from millet.ingest.validate import checked_lines_sql
 from millet.settings import Settings, get_settings
 from millet.sqltext import ident, literal
@@ -247,7 +247,7 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
     _write_quarantine(con, settings, manifest, contract)
     out = settings.ingest_manifest_path(manifest.channel, manifest.dt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
+    replace_text(out, json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
 
 
 def _write_quarantine(con, settings: Settings, manifest: Manifest, contract: Contract) -> None:

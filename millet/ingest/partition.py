@@ -42,12 +42,31 @@ def write_partition(
     return target
 
 
-def remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
-    """Delete every `dt=` partition dated before `oldest` in each of `folders`; returns what went."""
-    removed = []
+def partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
+    """Every `dt=<day>` partition dated before `oldest` in each of `folders`. A folder whose name is not a
+    day (a copy someone left, `dt=2026-01-05.bak`) is not a partition: neither listed nor in the way."""
+    expired = []
     for root in folders:
         for folder in sorted(root.glob("dt=*")):
-            if date.fromisoformat(folder.name.removeprefix("dt=")) < oldest:
-                shutil.rmtree(folder)
-                removed.append(folder)
-    return removed
+            try:
+                day = date.fromisoformat(folder.name.removeprefix("dt="))
+            except ValueError:
+                continue
+            if day < oldest:
+                expired.append(folder)
+    return expired
+
+
+def remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
+    """Delete every partition dated before `oldest` in each of `folders`; returns what went."""
+    expired = partitions_before(oldest, folders)
+    for folder in expired:
+        shutil.rmtree(folder)
+    return expired
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a reader, or a kill, never meets half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -9,10 +9,11 @@ are counted back from the night's own date, which is never in the future (the ru
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date, timedelta
 
 from millet.contracts import all_contracts
-from millet.ingest.partition import remove_partitions_before
+from millet.ingest.partition import partitions_before, remove_partitions_before, replace_text
 from millet.settings import Settings, get_settings
 
 
@@ -23,10 +24,11 @@ def purge_expired(day: str | date, settings: Settings | None = None) -> dict[str
     removed = {"landing": [], "quarantine": []}
     if settings.landing_retention_days > 0:
         oldest = day - timedelta(days=settings.landing_retention_days)
-        removed["landing"] = remove_partitions_before(
+        removed["landing"] = partitions_before(
             oldest, [settings.landing_dir / channel for channel in all_contracts()])
-        for folder in removed["landing"]:
+        for folder in removed["landing"]:  # marked before it goes: a purge cut short leaves none unmarked
             _mark_landing_removed(folder.parent.name, folder.name.removeprefix("dt="), settings)
+            shutil.rmtree(folder)
     if settings.quarantine_retention_days > 0:
         oldest = day - timedelta(days=settings.quarantine_retention_days)
         folders = [settings.quarantine_dir / channel / sub
@@ -40,4 +42,5 @@ def _mark_landing_removed(channel: str, day: str, settings: Settings) -> None:
     than replace it with nothing (millet.ingest.bronze). A drop a person removed is not so marked."""
     path = settings.ingest_manifest_path(channel, day)
     if path.exists():
-        path.write_text(json.dumps(json.loads(path.read_text()) | {"landing_removed": True}, indent=2) + "\n")
+        marked = json.loads(path.read_text()) | {"landing_removed": True}
+        replace_text(path, json.dumps(marked, indent=2) + "\n")

@@ -1,7 +1,12 @@
 """Landing and quarantine are deleted after their retention, counted back from the night's date."""
 
+import json
+import shutil
 from datetime import date, timedelta
 
+import pytest
+
+from millet.ingest import retention
 from millet.ingest.retention import purge_expired
 from millet.settings import Settings
 
@@ -43,3 +48,33 @@ def test_zero_keeps_everything(tmp_path):
     _make_days(settings, days)
     assert purge_expired(NIGHT, settings) == {"landing": 0, "quarantine": 0}
     assert all(kept == set(days) for kept in _partitions(settings).values())
+
+
+def test_a_purge_cut_short_leaves_no_removed_drop_unmarked_and_stray_folders_alone(tmp_path, monkeypatch):
+    """A day whose landing drop is gone must say so in its manifest, or ingesting it again replaces its
+    bronze with nothing: the purge stops (killed, a disk error) after removing one drop. A folder that is
+    not a day is no reason to stop. Mutation that fails it: every drop removed first, then the marks."""
+    settings = Settings(data_root=tmp_path, landing_retention_days=3, quarantine_retention_days=0)
+    days = [NIGHT - timedelta(days=n) for n in (5, 6)]
+    _make_days(settings, days)
+    (settings.landing_dir / "commerce" / f"dt={days[0]}.bak").mkdir()
+    for day in days:
+        manifest = settings.ingest_manifest_path("commerce", str(day))
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({"channel": "commerce", "dt": str(day)}))
+    removals, rmtree = [], shutil.rmtree
+
+    def remove_one_then_fail(path, *args, **kwargs):
+        if removals:
+            raise OSError("cut short")
+        removals.append(path)
+        rmtree(path)
+
+    monkeypatch.setattr(retention.shutil, "rmtree", remove_one_then_fail)
+    with pytest.raises(OSError, match="cut short"):
+        purge_expired(NIGHT, settings)
+    assert len(removals) == 1
+    gone = days[1]  # the oldest goes first
+    assert sorted(p.name for p in (settings.landing_dir / "commerce").iterdir()) == [
+        f"dt={days[0]}", f"dt={days[0]}.bak"]
+    assert json.loads(settings.ingest_manifest_path("commerce", str(gone)).read_text())["landing_removed"]
