@@ -254,7 +254,11 @@ def forget(
     from millet.privacy.erasure import forget as queue
 
     settings = get_settings()
-    for key in queue(account_id, settings):
+    try:
+        keys = queue(account_id, settings)
+    except ValueError as exc:
+        _fail(str(exc))
+    for key in keys:
         typer.echo(key)
     typer.echo(f"queued under {settings.erasure_dir / 'requests'}: erased from every zone by the next "
                "nightly run (see README, Security and privacy)", err=True)

@@ -14,6 +14,7 @@ already keeps their new behaviour out from that day on.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from millet.contracts.base import account_id_field, rule_of
 from millet.ingest import ingest_channel_day
 from millet.ingest.bronze import latest_consent_sql
 from millet.ingest.partition import PART_FILE, partition_dir
@@ -36,8 +38,14 @@ REQUEST = pa.schema([("user_key", pa.string()), ("requested_at", pa.timestamp("u
 
 def forget(account_ids: list[str], settings: Settings | None = None) -> list[str]:
     """Queue the erasure of these accounts for the next nightly run; returns their user_keys. The account
-    ids are hashed first: only the user_keys are written."""
+    ids are hashed first: only the user_keys are written. Raises ValueError, queueing nothing, for an id
+    not in the contract's format: its key would match nobody (a pasted space), and the person named would
+    never be erased while the night reported them forgotten."""
     settings = settings or get_settings()
+    pattern = rule_of(account_id_field()).pattern
+    if malformed := [account for account in account_ids if not re.fullmatch(pattern, account)]:
+        raise ValueError(f"not an account id (the contract's format is {pattern}): "
+                         f"{', '.join(map(repr, malformed))}; nothing was queued")
     keys = settings.pseudonym_chain.user_keys(account_ids)
     now = datetime.now(UTC)
     table = pa.table({"user_key": keys, "requested_at": [now] * len(keys),

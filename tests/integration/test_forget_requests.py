@@ -7,6 +7,7 @@ import json
 from datetime import date
 
 import pyarrow.parquet as pq
+import pytest
 
 from millet.ingest import ingest_channel_day
 from millet.privacy import erasure
@@ -59,3 +60,15 @@ def test_an_unreadable_drop_naming_a_forgotten_person_leaves_quarantine_and_the_
     erasure.forget(accounts[:1], settings)
     assert erasure.apply_erasures(DAY, settings)["forgotten"] == 1
     assert sorted(p.name for p in files.rglob("*") if p.is_file()) == ["part-0001.jsonl.gz.sealed"]
+
+
+def test_an_account_id_not_in_the_contracts_format_is_refused_and_nothing_is_queued(tmp_path):
+    """A pasted space or a lower-case id hashes to a key that matches nobody: the person would never be
+    erased while the night reported them forgotten. Mutation that fails it: the ids hashed unchecked."""
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+    for typed in ("A100000000001 ", "a100000000001", "A12"):
+        with pytest.raises(ValueError, match="not an account id"):
+            erasure.forget(["A100000000002", typed], settings)
+    assert not (settings.erasure_dir / "requests").exists() or not any(
+        (settings.erasure_dir / "requests").iterdir())
+    assert len(erasure.forget(["A100000000001"], settings)) == 1
