@@ -351,6 +351,10 @@ def test_health_and_unknown_routes(server):
 
 
 def test_health_answers_503_while_the_online_store_is_hung_or_down_and_200_once_it_is_back(nightly, tmp_path):
+    """Also while a read waits on the hung store: reads run off the event loop. Mutation that fails it:
+    `reader.answer` called on the loop (health then waits for the read's Redis timeout, 30 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from millet.serving.store import apply_registry
 
     port = free_port()  # a Redis of the test's own, so that it can be stopped: nothing else uses it
@@ -364,10 +368,15 @@ def test_health_answers_503_while_the_online_store_is_hung_or_down_and_200_once_
             assert health(url) == (200, {"status": "ok"})
 
             redis_server.send_signal(signal.SIGSTOP)  # hung: connections are accepted, nothing answers
-            try:
-                hung = health(url)
-            finally:
-                redis_server.send_signal(signal.SIGCONT)
+            with ThreadPoolExecutor(1) as pool:
+                try:
+                    read = pool.submit(requests.post, f"{url}/get-online-features", timeout=60, json={
+                        "entities": {"user_key": ["u-1"]}, "feature_service": "credit_risk_v1"})
+                    poll(lambda: _unread_bytes_at(port) > 0, "the read to reach the hung Redis", 30)
+                    hung = health(url)
+                finally:
+                    redis_server.send_signal(signal.SIGCONT)
+                assert read.result(timeout=60).status_code == 200  # answered once Redis was back
             assert hung[0] == 503 and "did not answer within" in hung[1]["detail"], hung
             poll(lambda: health(url)[0] == 200, "health to recover from the hang", 15)
 
@@ -382,6 +391,17 @@ def test_health_answers_503_while_the_online_store_is_hung_or_down_and_200_once_
         if applied:
             open_store(settings).delete_project(settings.project)  # the registry as it was found
         nightly.export()  # the session's environment back, for the tests after
+
+
+def _unread_bytes_at(port: int) -> int:
+    """Bytes that connections to loopback `port` sent and its server has not read: a request waiting in a
+    stopped server's receive queues (/proc/net/tcp: established sockets, local port and rx_queue in hex)."""
+    unread = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        _, local, _, state, queues, *_ = line.split()
+        if int(local.split(":")[1], 16) == port and state == "01":
+            unread += int(queues.split(":")[1], 16)
+    return unread
 
 
 def _start_redis(port: int, workdir: Path) -> subprocess.Popen:

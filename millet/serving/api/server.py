@@ -13,6 +13,8 @@ written to the audit log (audit.py). Bodies are capped at `MAX_BODY_BYTES` and `
 It reads the packed records of Millet's online stores directly: a feature service's plan (which feature
 views, which positions in their rows) is worked out once from the registry, and a lookup is one read per
 feature view and one protobuf parse per record, with no per-feature protobuf objects built in between.
+What reads the registry or the store runs in a worker thread, never on the event loop: a store that hangs
+holds the requests that read it, not /health and the rest.
 """
 
 from __future__ import annotations
@@ -253,14 +255,23 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
     scorer = Scorer(reader, settings)
     guard = Guard(store, settings)
     audit = AuditLog(settings.audit_log_path)
+    off_loop = anyio.to_thread.run_sync  # the store's and the registry's reads (Redis, SQLite) block
+
+    def read_allowed(caller, lookup: Lookup) -> dict:
+        guard.allow_read(caller, lookup.plan.resources, lookup.plan.target)  # permissions: the registry's
+        return reader.answer(lookup)
+
+    def decide_allowed(caller, user_key: str) -> Decision:
+        plans = [reader.service_plan(service) for service in SERVICES]
+        guard.allow_read(caller, [r for plan in plans for r in plan.resources], "the decision's features")
+        return scorer.score(user_key)
 
     async def get_online_features(request: Request) -> Response:
         caller, lookup, status = NOBODY, None, 200
         try:
             caller = await guard.identify(request.headers.get("authorization"))
-            lookup = reader.lookup(await _body(request))
-            guard.allow_read(caller, lookup.plan.resources, lookup.plan.target)
-            answer = reader.answer(lookup)
+            lookup = await off_loop(reader.lookup, await _body(request))
+            answer = await off_loop(read_allowed, caller, lookup)
         except (BadRequest, Refused) as exc:
             status = exc.status
             return _refusal(exc)
@@ -277,7 +288,7 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
         try:
             # In a worker thread, abandoned at the deadline: a hung store must not hang the answer.
             with anyio.fail_after(health_timeout_s):
-                await anyio.to_thread.run_sync(reader.check, abandon_on_cancel=True)
+                await off_loop(reader.check, abandon_on_cancel=True)
         except TimeoutError:
             return _unavailable(f"the online store did not answer within {health_timeout_s:g} s")
         except Exception as exc:  # a health check reports, it does not raise
@@ -290,9 +301,7 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
             caller = await guard.identify(request.headers.get("authorization"))
             user_key = _user_key(_parse(await _body(request)))
             keys = 1
-            plans = [reader.service_plan(service) for service in SERVICES]
-            guard.allow_read(caller, [r for plan in plans for r in plan.resources], "the decision's features")
-            decision = scorer.score(user_key)
+            decision = await off_loop(decide_allowed, caller, user_key)
         except (BadRequest, Refused) as exc:
             status = exc.status
             return _refusal(exc)
