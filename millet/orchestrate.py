@@ -214,7 +214,9 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     on the day before. A day whose run already succeeded is not run again unless `reprocess` is
     "completed"; "failed" (the default) re-runs failed days only, so a backfill loads each day once.
     ("none" is refused by Airflow for a DAG whose tasks depend on the past, as this one's do.)
-    It always ends: after a failed day (the days after it cannot run), when no task has changed
+    It refuses, before anything runs, a range whose day before did not succeed (as `run_dag` does: Airflow
+    runs a backfill's first day whatever the day before it did). It always ends: after a failed day (the
+    days after it cannot run), when no task has changed
     state for `backfill_stall_s`, or after `backfill_timeout_s`, it cancels the backfill, stops the
     services and raises BackfillFailed naming the day, the task and its log.
     Returns {day: final run state, or why no run was created}.
@@ -222,6 +224,8 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     settings = settings or get_settings()
     _refuse_the_future(end)
     ensure_metadata_db(settings)
+    with _metadata_db(settings):
+        _refuse_after_an_unfinished_day(start)  # Airflow lets a backfill's first day past depends_on_past
     from millet.airflow_services import airflow_services
 
     with airflow_services(settings) as services:

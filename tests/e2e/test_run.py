@@ -1,5 +1,5 @@
 """`run_dag(day, settings)`: one real DAG run with exactly the settings it is given, and a clear refusal,
-not an endless wait, for a day whose day before did not succeed."""
+not an endless wait, for a day whose day before did not succeed (by `run_dag` and by `backfill`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,13 @@ try:
     refused = None
 except DagRunFailed as exc:
     refused = str(exc)
-print(json.dumps({"state": state, "refused": refused}))
+from millet.orchestrate import backfill
+try:  # Airflow itself would run a backfill's first day whatever the day before it did
+    backfill(second, second, settings)
+    backfill_refused = None
+except DagRunFailed as exc:
+    backfill_refused = str(exc)
+print(json.dumps({"state": state, "refused": refused, "backfill_refused": backfill_refused}))
 """
 
 
@@ -59,6 +65,6 @@ def test_run_dag_uses_the_settings_it_is_given_and_refuses_a_day_after_a_failed_
     assert any(settings.snapshots_dir.rglob("*.parquet"))
     assert not elsewhere.exists()  # nothing went where the environment pointed
     assert (settings.airflow_home / "logs" / "runs" / f"millet_nightly_{DAYS[0]}.log").stat().st_size > 0
-    refused = outcome["refused"]
-    assert refused and f"the run for {DAYS[0]} ended failed" in refused
-    assert f"millet run --date {DAYS[0]}" in refused
+    for refused in (outcome["refused"], outcome["backfill_refused"]):  # mutation: backfill() unchecked
+        assert refused and f"the run for {DAYS[0]} ended failed" in refused
+        assert f"millet run --date {DAYS[0]}" in refused
