@@ -101,7 +101,7 @@ def backfill(
     """Airflow's backfill of millet_nightly over a date range: a run per day, in order, by a scheduler;
     or, with --one-pass, the history that model training needs, built at once."""
     from millet.airflow_services import ServiceDied
-    from millet.orchestrate import DagRunFailed
+    from millet.orchestrate import NOT_RUN, DagRunFailed
     from millet.orchestrate import backfill as run_backfill
 
     if reprocess not in ("failed", "completed"):
@@ -120,6 +120,8 @@ def backfill(
         typer.echo(f"{day}: {state}")
     if any(state.startswith("failed") for state in outcome.values()):
         _fail("some days failed (above: the task and its log); the days after a failed day do not run")
+    if any(state.startswith(NOT_RUN) for state in outcome.values()):
+        _fail("some days were not run (above: why)")
 
 
 def _history(first: date, last: date) -> None:

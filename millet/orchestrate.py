@@ -442,11 +442,12 @@ def _backfill_is_complete(backfill_id: int) -> bool:
         return session.get(Backfill, backfill_id).completed_at is not None
 
 
-_NOT_RUN = "not run: an earlier day failed, or the backfill stopped"
+NOT_RUN = "not run"  # how a backfill's outcome starts for a day nothing built
+_NOT_RUN = f"{NOT_RUN}: an earlier day failed, or the backfill stopped"
 
 
 def _backfill_outcome(backfill_id: int, settings: Settings) -> dict[str, str]:
-    from airflow.models.backfill import BackfillDagRun
+    from airflow.models.backfill import BackfillDagRun, BackfillDagRunExceptionReason
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
@@ -467,8 +468,11 @@ def _backfill_outcome(backfill_id: int, settings: Settings) -> dict[str, str]:
             f"task {_task_name(task, index)} failed, log: {task_log(settings, run_id, task, index, tries)}")
     outcome = {}
     for logical, state, run_id, reason in rows:
-        text = str(state or reason)
+        day, text = str(logical.date()), str(state or reason)
         if state == "failed":
             text += f" ({'; '.join(why.get(run_id, [_NOT_RUN]))})"
-        outcome[str(logical.date())] = text
+        elif reason == BackfillDagRunExceptionReason.IN_FLIGHT:  # Airflow leaves such a day alone
+            text = (f"{NOT_RUN}: its earlier run is still marked running or queued (interrupted?); "
+                    f"re-run it (millet run --date {day}), then backfill the days after it")
+        outcome[day] = text
     return outcome
