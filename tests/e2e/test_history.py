@@ -47,6 +47,9 @@ def test_one_pass_builds_every_day_then_checks_and_publishes_the_last(tmp_path):
 
     days = [START + timedelta(days=n) for n in range(DAYS)]
     assert [read_build(day, settings)["state"] for day in days] == ["rebuilt"] + ["rolled"] * (DAYS - 1)
+    # dbt tested the first night and the last day; the days between say they were not tested
+    untested = ["dbt_tests" in read_build(day, settings) for day in days]
+    assert untested == [False] + [True] * (DAYS - 2) + [False]
     for day in days:
         for fam in families():
             assert snapshot_path(fam.name, day, settings).exists(), (fam.name, day)
