@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
@@ -137,6 +138,10 @@ def _check_landing_files(con, settings: Settings, contract: Contract, day: str, 
             lines = read_lines(path)
         except UnreadableFile as exc:
             manifest.files_quarantined[path.name] = exc.reason
+            if any(quarantine.naming(_erased(settings), settings.pseudonym_chain, [None],
+                                     [quarantine.readable_text(path.read_bytes())])):
+                manifest.files_quarantined[path.name] += "; not kept: it names someone forgotten"
+                continue
             folder = settings.quarantine_dir / contract.channel / "files" / f"dt={day}"
             quarantine.quarantine_file(path, folder, quarantine.Sealer(settings.pseudonym_secret),
                                        contract.channel, day)
@@ -250,8 +255,23 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
     replace_text(out, json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
 
 
+def _without_the_forgotten(batch: pa.RecordBatch, settings: Settings) -> pa.RecordBatch:
+    """Refused lines (the originals still unsealed) but those naming someone forgotten: a tombstone keeps
+    their late, re-sent or re-run lines out of quarantine as out of bronze (they count under their reason)."""
+    masked, originals = batch.column("masked_line").to_pylist(), batch.column("sealed_line").to_pylist()
+    named = quarantine.naming(_erased(settings), settings.pseudonym_chain, masked, originals)
+    return batch.filter(pa.array([not n for n in named])) if any(named) else batch
+
+
+def _erased(settings: Settings) -> set[str]:
+    """The user_keys of everyone forgotten (the tombstones); none before the first erasure."""
+    path = settings.tombstones_path
+    return set(pq.read_table(path, columns=["user_key"]).column(0).to_pylist()) if path.exists() else set()
+
+
 def _write_quarantine(con, settings: Settings, manifest: Manifest, contract: Contract) -> None:
-    """Refused lines with their identifiers masked, or sealed when they have no fields to mask."""
+    """Refused lines with their identifiers masked, or sealed when they have no fields to mask; none of
+    someone forgotten."""
     masked = quarantine.masked_line_sql(contract, "raw_line", settings.pseudonym_chain)
     con.execute(f"""
         create table rejected as
@@ -262,6 +282,7 @@ def _write_quarantine(con, settings: Settings, manifest: Manifest, contract: Con
     """, settings.pseudonym_chain.parameters())
     rejected = con.sql("select * from rejected order by source_file, line_no").to_arrow_reader(_BATCH_ROWS)
     sealer = quarantine.Sealer(settings.pseudonym_secret)
-    sealed = (quarantine.seal_batch(batch, sealer, manifest.channel, manifest.dt) for batch in rejected)
+    sealed = (quarantine.seal_batch(_without_the_forgotten(batch, settings), sealer, manifest.channel,
+                                    manifest.dt) for batch in rejected)
     write_partition(pa.RecordBatchReader.from_batches(quarantine.SCHEMA, sealed),
                     settings.quarantine_dir / manifest.channel, manifest.dt, quarantine.SCHEMA)

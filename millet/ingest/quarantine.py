@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,6 +33,9 @@ SCHEMA = pa.schema(
 SEALED_SUFFIX = ".sealed"
 # A masked line's user_key, in three groups (before, the key, after): for erasure and key rotation.
 MASKED_USER_KEY = re.compile(r'("user_key"\s*:\s*")([0-9a-f]{32})(")')
+RAW_ACCOUNT_ID = re.compile(r'"account_id"\s*:\s*"([^"]+)"')  # in a sealed (original) line or file
+_GZIP_MAGIC = b"\x1f\x8b"
+_INFLATE_CHUNK = 1024  # compressed bytes per piece: what damage may cost of what precedes it
 _SEAL_KEY_CONTEXT = b"millet quarantine seal v1"
 
 
@@ -112,3 +116,37 @@ def unsealed_lines(table: pa.Table, sealer: Sealer, channel: str, day: str) -> l
                                   table.column("source_file").to_pylist(),
                                   table.column("line_no").to_pylist(), strict=True)]
 
+
+
+def naming(keys: set[str], chain: KeyChain, masked: list[str | None], lines: list[str | None]) -> list[bool]:
+    """Which refused lines name one of `keys` (user_keys): a masked line by its user_key, an original
+    (sealed) line by the account ids in it. What erasure removes, and what ingestion does not keep."""
+    if not keys:
+        return [False] * len(lines)
+    raw = [RAW_ACCOUNT_ID.findall(line) if line is not None else [] for line in lines]
+    accounts = sorted({account for found in raw for account in found})
+    erased = {a for a, key in zip(accounts, chain.user_keys(accounts) if accounts else [], strict=True)
+              if key in keys}
+    return [(m is not None and any(match[2] in keys for match in MASKED_USER_KEY.finditer(m)))
+            or any(account in erased for account in found) for m, found in zip(masked, raw, strict=True)]
+
+
+def readable_text(data: bytes) -> str:
+    """What a person can read in an unreadable landing file: a gzip stream inflated as far as it goes (a
+    truncated or damaged one up to the damage, every member of a multi-member one), else the bytes as text.
+    Searched as stored, compressed lines never show their account ids."""
+    if data[:2] != _GZIP_MAGIC:
+        return data.decode("utf-8", errors="replace")
+    text = []
+    while data[:2] == _GZIP_MAGIC:
+        inflate, rest = zlib.decompressobj(16 + zlib.MAX_WBITS), b""
+        try:
+            for at in range(0, len(data), _INFLATE_CHUNK):  # in pieces: damage loses only what follows it
+                text.append(inflate.decompress(data[at:at + _INFLATE_CHUNK]))
+                if inflate.eof:  # the member ended: the next may follow
+                    rest = inflate.unused_data + data[at + _INFLATE_CHUNK:]
+                    break
+        except zlib.error:
+            break
+        data = rest
+    return b"".join(text).decode("utf-8", errors="replace")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -29,9 +27,6 @@ from millet.settings import Settings
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
 ERASED = b"[erased]"
-_ACCOUNT = re.compile(r'"account_id"\s*:\s*"([^"]+)"')
-_GZIP_MAGIC = b"\x1f\x8b"
-_INFLATE_CHUNK = 1024  # compressed bytes per piece: what damage may cost of what precedes it
 
 
 class Scope(enum.Enum):
@@ -149,51 +144,23 @@ def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int
 
 
 def _purge_quarantine(keys: set[str], settings: Settings) -> int:
-    from millet.ingest.quarantine import MASKED_USER_KEY, Sealer, unseal_file, unsealed_lines
+    from millet.ingest.quarantine import Sealer, naming, readable_text, unseal_file, unsealed_lines
 
-    sealer, removed = Sealer(settings.pseudonym_secret), 0
-
-    def names_them(text: str) -> bool:
-        accounts = _ACCOUNT.findall(text)
-        return bool(accounts) and bool(keys & set(settings.pseudonym_chain.user_keys(accounts)))
-
+    sealer, chain, removed = Sealer(settings.pseudonym_secret), settings.pseudonym_chain, 0
     for path in sorted(settings.quarantine_dir.glob("*/dt=*/*.parquet")):
         channel, day = path.parent.parent.name, path.parent.name.removeprefix("dt=")
         table = pq.read_table(path)
-        opened = unsealed_lines(table, sealer, channel, day)
-        drop = [(masked is not None and any(m[2] in keys for m in MASKED_USER_KEY.finditer(masked)))
-                or (line is not None and names_them(line))
-                for masked, line in zip(table.column("masked_line").to_pylist(), opened, strict=True)]
+        drop = naming(keys, chain, table.column("masked_line").to_pylist(),
+                      unsealed_lines(table, sealer, channel, day))
         if any(drop):
             _replace(path, table.filter(pa.array([not d for d in drop])), table.schema)
             removed += sum(drop)
     for path in sorted(settings.quarantine_dir.glob("*/files/dt=*/*")):
         channel, day = path.parents[2].name, path.parent.name.removeprefix("dt=")
-        if names_them(readable_text(unseal_file(path, sealer, channel, day))):
+        if any(naming(keys, chain, [None], [readable_text(unseal_file(path, sealer, channel, day))])):
             path.unlink()  # a file that could not be read cannot be edited: it goes whole
             removed += 1
     return removed
-
-
-def readable_text(data: bytes) -> str:
-    """What a person can read in an unreadable landing file: a gzip stream inflated as far as it goes (a
-    truncated or damaged one up to the damage, every member of a multi-member one), else the bytes as text.
-    Searched as stored, compressed lines never show their account ids."""
-    if data[:2] != _GZIP_MAGIC:
-        return data.decode("utf-8", errors="replace")
-    text = []
-    while data[:2] == _GZIP_MAGIC:
-        inflate, rest = zlib.decompressobj(16 + zlib.MAX_WBITS), b""
-        try:
-            for at in range(0, len(data), _INFLATE_CHUNK):  # in pieces: damage loses only what follows it
-                text.append(inflate.decompress(data[at:at + _INFLATE_CHUNK]))
-                if inflate.eof:  # the member ended: the next may follow
-                    rest = inflate.unused_data + data[at + _INFLATE_CHUNK:]
-                    break
-        except zlib.error:
-            break
-        data = rest
-    return b"".join(text).decode("utf-8", errors="replace")
 
 
 def _scrub_text(keys: set[str], settings: Settings) -> int:
