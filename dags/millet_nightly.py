@@ -1,13 +1,14 @@
 """
 ### millet_nightly
 
-Every night, for the logical date `ds`: ingest the consent feed, apply the day's erasure requests and
-consent withdrawals (the people removed from every zone), then ingest each landing channel's drop
-into bronze (behaviour of users who declined is excluded), delete landing drops and quarantine past
-their retention, check each feed's day, build the
-feature snapshot with dbt, check it with Great Expectations, reconcile the lender's repayments with the
-bank's, and publish it through Feast; then the served models score the published day: the early-warning list
-of borrowers with an open loan and the pre-approval list (skipped until `millet train` serves the models).
+Every night, for the logical date `ds` (the day that ended: a daily data interval, run once it is over),
+once the day's drops are due (their cut-off, expectations/feeds.yml): ingest the consent feed, apply the
+day's erasure requests and consent withdrawals (the people removed from every zone), then ingest each
+landing channel's drop into bronze (behaviour of users who declined is excluded), delete landing drops
+and quarantine past their retention, check each feed's day, build the feature snapshot with dbt, check
+it with Great Expectations, reconcile the lender's repayments with the bank's, and publish it through
+Feast; then the served models score the published day: the early-warning list of borrowers with an open
+loan and the pre-approval list (skipped until `millet train` serves the models).
 A failed critical quality check stops the run before anything is published; its findings, and the
 failure of any task, are alerted (the alert log, then each configured sink).
 Each task waits for its own run of the day before (`depends_on_past`): a day's dedupe and incremental
@@ -19,7 +20,7 @@ Wiring only: every task calls a function of the `millet` package, imported insid
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from millet.alerts import task_failed
 from millet.settings import get_settings
@@ -29,7 +30,8 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
 
 @dag(
     dag_id="millet_nightly",
-    schedule="@daily",
+    # A data interval, not Airflow 3's default trigger: the run for day D starts after D has ended.
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -47,6 +49,12 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
     },
 )
 def millet_nightly():
+    @task.sensor(mode="reschedule", poke_interval=300, timeout=2 * 86400)
+    def wait_for_the_cutoff(ds: str | None = None) -> bool:
+        from millet.quality.feeds import drops_due
+
+        return drops_due(ds)
+
     @task
     def ingest_consent(ds: str | None = None) -> dict:
         from millet.contracts import consent_feed
@@ -128,7 +136,7 @@ def millet_nightly():
 
     manifests = ingest_channel.expand(channel=list_channels())
     # Consent decides which behaviour events may be kept; tombstones keep the forgotten out.
-    ingest_consent() >> apply_erasures() >> manifests
+    wait_for_the_cutoff() >> ingest_consent() >> apply_erasures() >> manifests
     snapshots = build_features(check_feeds(manifests))  # a missing or broken feed builds nothing
     purge_expired(manifests)  # landing and quarantine past their retention, once the day is in bronze
     checks = [check_features(snapshots), reconcile_repayments(snapshots)]

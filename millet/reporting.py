@@ -29,7 +29,8 @@ def snapshot_size(day: date | str, settings: Settings | None = None) -> dict:
 
 # ---- what a night did, one line per stage (the demo, `millet run`) --------------------------------------
 STAGES = {  # each stage of millet_nightly and the tasks it is made of
-    "ingest": ("ingest_consent", "apply_erasures", "list_channels", "ingest_channel", "purge_expired"),
+    "ingest": ("wait_for_the_cutoff", "ingest_consent", "apply_erasures", "list_channels", "ingest_channel",
+               "purge_expired"),
     "build": ("build_features",),
     "check": ("check_feeds", "check_features", "reconcile_repayments"),
     "publish": ("publish_features",),

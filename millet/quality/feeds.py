@@ -62,6 +62,19 @@ def check_feeds(day: str | date, settings: Settings | None = None) -> dict:
     return summary
 
 
+def delivery_cutoff(day: str | date, limits: dict) -> datetime:
+    """When the partners' drops of `day` are due: `delivery_cutoff_hours` after the day ends (UTC)."""
+    ends = datetime.combine(date.fromisoformat(str(day)) + timedelta(days=1), time(), UTC)
+    return ends + timedelta(hours=limits["delivery_cutoff_hours"])
+
+
+def drops_due(day: str | date, settings: Settings | None = None, now: datetime | None = None) -> bool:
+    """Whether the night's run for `day` may start: its drops' cut-off has passed (the scheduled run waits
+    for it; a run of an earlier day, a backfill, does not wait)."""
+    settings = settings or get_settings()
+    return (now or datetime.now(UTC)) >= delivery_cutoff(day, load_feed_thresholds(settings)["thresholds"])
+
+
 def feed_profile(channel: str, day: str, limits: dict, settings: Settings) -> dict:
     """The day's figures for `channel`, from its ingest manifest and its bronze partition."""
     manifest = _manifest(channel, day, settings)
@@ -81,8 +94,7 @@ def feed_profile(channel: str, day: str, limits: dict, settings: Settings) -> di
     if usual is not None and (usual < limits["min_usual_lines"] or contracts()[channel].is_consent_feed):
         usual = None
     present = bool(manifest.get("files") or manifest.get("files_quarantined"))
-    cutoff = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(), UTC) + timedelta(
-        hours=limits["delivery_cutoff_hours"])
+    cutoff = delivery_cutoff(day, limits)
     landed = manifest.get("delivered_at")
     null_field, null_rise = _null_rate_increase(channel, day, settings)
     return {

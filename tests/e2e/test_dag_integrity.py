@@ -11,6 +11,7 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
     edges = {(up, down) for down in dag.task_ids for up in dag.get_task(down).upstream_task_ids}
     assert edges == {
         ("list_channels", "ingest_channel"),
+        ("wait_for_the_cutoff", "ingest_consent"),  # a scheduled night starts once its drops are due
         ("ingest_consent", "apply_erasures"),
         ("apply_erasures", "ingest_channel"),  # tombstones first: a forgotten person's events stay out
         ("ingest_channel", "check_feeds"),
@@ -26,8 +27,29 @@ def test_dag_folder_imports_cleanly_and_wires_the_expected_graph():
         ("reconcile_repayments", "write_report"),
     }
     assert all(task.on_failure_callback for task in dag.tasks)  # every task's failure is alerted
-    assert dag.timetable.expression == "0 0 * * *"  # @daily
     assert not dag.catchup
+
+
+def test_the_scheduled_run_for_a_day_starts_after_it_ended_and_waits_for_its_drops():
+    """Airflow 3 makes `@daily` a trigger: the run for day D at 00:00 on D, before any of D's drops exist.
+    The scheduler's own timetable (the DAG's, as the scheduler decodes it) and the DAG's first task, the
+    cut-off wait. Mutation that fails it: schedule="@daily"."""
+    dag = load_dag()  # first: it configures Airflow, which the imports below read
+    import pendulum
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    from millet.quality.feeds import drops_due
+
+    timetable = decode_timetable(encode_timetable(dag.timetable))
+    day = pendulum.datetime(2026, 3, 5, tz="UTC")
+    run = timetable.next_dagrun_info(last_automated_data_interval=None,
+                                     restriction=TimeRestriction(earliest=day, latest=None, catchup=True))
+    assert run.logical_date == day  # ds: the day the run is for
+    assert run.run_after == day.add(days=1)  # started once that day is over
+    due = day.add(days=1, hours=2)  # expectations/feeds.yml: delivery_cutoff_hours 2
+    assert not drops_due("2026-03-05", now=due.subtract(seconds=1)) and drops_due("2026-03-05", now=due)
 
 
 def _parsed_under(monkeypatch, workdir, **env: str):
