@@ -284,6 +284,11 @@ class Settings(BaseSettings):
         return self.erasure_dir / "tombstones.parquet"
 
     @property
+    def withdrawals_path(self) -> Path:
+        """Each consent withdrawal applied (user_key, day): a re-run of an earlier night keeps them out."""
+        return self.erasure_dir / "withdrawals.parquet"
+
+    @property
     def audit_log_path(self) -> Path:
         """One JSON line per online read of the feature server: who, what, how many keys, when."""
         return self.root / "audit" / "online_reads.jsonl"

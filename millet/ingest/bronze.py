@@ -195,15 +195,22 @@ def _resolve_good_rows(con, settings: Settings, contract: Contract, day: str) ->
 
 
 def _load_consenting_users(con, settings: Settings, day: str) -> None:
-    """Table `consenting`: users whose latest consent record that had arrived by the end of `day` agrees.
+    """Table `consenting`: users whose latest consent record that had arrived by the end of `day` agrees,
+    unless a withdrawal applied since (millet.privacy.erasure) came after that record: a re-run of a night
+    before someone withdrew must not load their behaviour again. (On the night itself no such withdrawal
+    exists yet: the record of the day would be the withdrawal.)
 
     An allow-list on purpose: a user with no valid record (say, a malformed line) is not assumed to agree.
     """
     consent = settings.bronze_dir / "consent"
     if not any(consent.glob(f"dt=*/{PART_FILE}")):
         raise RuntimeError(f"no consent records under {consent}: ingest the consent feed before behaviour")
-    con.execute(f"create table consenting as select user_key from ({latest_consent_sql(settings, day)}) "
-                "where consent_given")
+    withdrawn_since = "false"
+    if settings.withdrawals_path.exists():
+        withdrawn_since = (f"exists (select 1 from read_parquet({literal(str(settings.withdrawals_path))}) w "
+                           "where w.user_key = c.user_key and w.withdrawn_on > c.dt)")
+    con.execute(f"create table consenting as select user_key from ({latest_consent_sql(settings, day)}) c "
+                f"where consent_given and not {withdrawn_since}")
 
 
 def latest_consent_sql(settings: Settings, day: str) -> str:

@@ -32,6 +32,7 @@ from millet.settings import Settings, get_settings
 from millet.sqltext import literal
 
 TOMBSTONES = pa.schema([("user_key", pa.string()), ("requested_on", pa.date32()), ("source", pa.string())])
+WITHDRAWALS = pa.schema([("user_key", pa.string()), ("withdrawn_on", pa.date32())])
 REQUEST = pa.schema([("user_key", pa.string()), ("requested_at", pa.timestamp("us", tz="UTC")),
                      ("source", pa.string())])
 
@@ -93,6 +94,11 @@ class DueErasures:
                               "source": list(self.new.values())}, schema=TOMBSTONES)
             _write_tombstones(pa.concat_tables([pq.read_table(settings.tombstones_path), added]), settings)
         behaviour = purge(set(self.withdrawn), Scope.BEHAVIOUR, settings) if self.withdrawn else {}
+        if self.withdrawn:
+            keys = sorted(self.withdrawn)
+            added = pa.table({"user_key": keys, "withdrawn_on": [self.day] * len(keys)}, schema=WITHDRAWALS)
+            path = settings.withdrawals_path
+            _write_sorted(pa.concat_tables([pq.read_table(path), added]) if path.exists() else added, path)
         for request in self.forget_requests:
             request.unlink()  # applied: the tombstone is the record now
         summary = {"requests_in": self.requests_in, "forgotten": len(self.new), "rows_removed": removed,
@@ -147,7 +153,11 @@ def _withdrawals(day: date, settings: Settings) -> set[str]:
 
 
 def _write_tombstones(table: pa.Table, settings: Settings) -> None:
-    path = settings.tombstones_path
+    _write_sorted(table, settings.tombstones_path)
+
+
+def _write_sorted(table: pa.Table, path: Path) -> None:
+    """`table` by user_key to `path`, whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table.sort_by("user_key"), tmp)

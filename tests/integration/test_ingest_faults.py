@@ -161,3 +161,26 @@ def test_a_late_event_lands_in_its_arrival_partition_with_its_own_timestamp(tmp_
     assert [(r["event_id"], str(r["dt"]), r["event_ts"].isoformat()) for r in bronze] == [
         ("late-1", arrival, "2026-02-02T08:00:00+00:00")
     ]
+
+
+def test_a_rerun_of_a_night_before_a_withdrawal_does_not_bring_the_behaviour_back(tmp_path):
+    """Someone consents, their day's behaviour is ingested, they withdraw later: a re-run of that earlier
+    night (an operator's, within landing retention) must not load them again, though consent as of that
+    night said yes; and someone who consents again is loaded again. Mutation that fails it: consent read
+    as of the re-run day alone."""
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode())
+    land_consent(settings, {"A000000042": True}, day="2026-02-01")
+    night = "2026-02-03"
+    write_drop(settings.landing_dir / "commerce" / f"dt={night}" / "part-0000.jsonl.gz",
+               [order_line(event_id="o-1", event_ts=f"{night}T08:00:00Z")])
+    assert ingest_channel_day("commerce", night, settings)["rows_out"] == 1
+    land_consent(settings, {"A000000042": False}, day="2026-02-05")  # withdrawn, and that night applied:
+    assert apply_erasures("2026-02-05", settings)["consent_withdrawn"] == 1  # their behaviour purged
+    again = ingest_channel_day("commerce", night, settings)
+    assert (again["rows_out"], again["excluded_no_consent"]) == (0, 1)
+    assert pq.read_metadata(settings.bronze_dir / "commerce" / f"dt={night}" / "part-0.parquet").num_rows == 0
+    land_consent(settings, {"A000000042": True}, day="2026-02-08")  # given again
+    later = "2026-02-09"
+    write_drop(settings.landing_dir / "commerce" / f"dt={later}" / "part-0000.jsonl.gz",
+               [order_line(event_id="o-2", event_ts=f"{later}T08:00:00Z")])
+    assert ingest_channel_day("commerce", later, settings)["rows_out"] == 1
