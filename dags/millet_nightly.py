@@ -49,11 +49,12 @@ _settings = get_settings()  # reads environment variables only; nothing heavy at
     },
 )
 def millet_nightly():
-    @task.sensor(mode="reschedule", poke_interval=300, timeout=2 * 86400)
-    def wait_for_the_cutoff(ds: str | None = None) -> bool:
-        from millet.quality.feeds import drops_due
+    # Not depends_on_past: it waits for a clock, and runs made before it existed have no instance of it.
+    @task.sensor(mode="reschedule", poke_interval=300, timeout=2 * 86400, depends_on_past=False)
+    def wait_for_the_cutoff(ds: str | None = None, dag_run=None) -> bool:
+        from millet.quality.feeds import run_may_start
 
-        return drops_due(ds)
+        return run_may_start(ds, dag_run.run_type)
 
     @task
     def ingest_consent(ds: str | None = None) -> dict:

@@ -214,8 +214,9 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     on the day before. A day whose run already succeeded is not run again unless `reprocess` is
     "completed"; "failed" (the default) re-runs failed days only, so a backfill loads each day once.
     ("none" is refused by Airflow for a DAG whose tasks depend on the past, as this one's do.)
-    It refuses, before anything runs, a range whose day before did not succeed (as `run_dag` does: Airflow
-    runs a backfill's first day whatever the day before it did). It always ends: after a failed day (the
+    It refuses, before anything runs, a range that ends today or later (Airflow would leave out a day not
+    yet over) and one whose day before did not succeed (as `run_dag` does: Airflow runs a backfill's
+    first day whatever the day before it did). It always ends: after a failed day (the
     days after it cannot run), when no task has changed
     state for `backfill_stall_s`, or after `backfill_timeout_s`, it cancels the backfill, stops the
     services and raises BackfillFailed naming the day, the task and its log.
@@ -223,6 +224,10 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     """
     settings = settings or get_settings()
     _refuse_the_future(end)
+    today = datetime.now(UTC).date()
+    if date.fromisoformat(str(end)) >= today:  # Airflow creates no run before its data interval ends
+        raise BackfillFailed(f"{end} is not over yet: a backfill runs days that have ended; end the range "
+                             f"before {today}, and run {today} with `millet run --date {today}`")
     ensure_metadata_db(settings)
     with _metadata_db(settings):
         _refuse_after_an_unfinished_day(start)  # Airflow lets a backfill's first day past depends_on_past

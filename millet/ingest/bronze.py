@@ -82,10 +82,11 @@ def ingest_channel_day(channel: str, day: str | date, settings: Settings | None 
 def _ingested_and_gone(channel: str, day: str, settings: Settings) -> dict | None:
     """The day's manifest, when the day is in bronze and retention removed its landing drop since
     (millet.ingest.retention): ingesting nothing again would replace the day's record with an empty one,
-    as a re-run of an old day or of a one-pass history would. None otherwise: a drop a person removed is
-    ingested as missing, and alerted."""
+    as a re-run of an old day or of a one-pass history would. Also when part of the drop is still there
+    (a purge killed inside the folder: it is marked before it goes). None otherwise: a drop a person
+    removed is ingested as missing, and alerted."""
     path = settings.ingest_manifest_path(channel, day)
-    if (settings.landing_dir / channel / f"dt={day}").exists() or not path.exists():
+    if not path.exists():
         return None
     manifest = json.loads(path.read_text())
     bronze = partition_dir(settings.bronze_dir / channel, day) / PART_FILE

@@ -35,7 +35,7 @@ SEALED_SUFFIX = ".sealed"
 MASKED_USER_KEY = re.compile(r'("user_key"\s*:\s*")([0-9a-f]{32})(")')
 RAW_ACCOUNT_ID = re.compile(r'"account_id"\s*:\s*"([^"]+)"')  # in a sealed (original) line or file
 _GZIP_MAGIC = b"\x1f\x8b"
-_INFLATE_CHUNK = 1024  # compressed bytes per piece: what damage may cost of what precedes it
+_INFLATE_CHUNK = 64 * 1024  # compressed bytes per piece (a damaged one is retried byte by byte)
 _SEAL_KEY_CONTEXT = b"millet quarantine seal v1"
 
 
@@ -140,13 +140,25 @@ def readable_text(data: bytes) -> str:
     text = []
     while data[:2] == _GZIP_MAGIC:
         inflate, rest = zlib.decompressobj(16 + zlib.MAX_WBITS), b""
-        try:
-            for at in range(0, len(data), _INFLATE_CHUNK):  # in pieces: damage loses only what follows it
-                text.append(inflate.decompress(data[at:at + _INFLATE_CHUNK]))
-                if inflate.eof:  # the member ended: the next may follow
-                    rest = inflate.unused_data + data[at + _INFLATE_CHUNK:]
-                    break
-        except zlib.error:
-            break
+        for at in range(0, len(data), _INFLATE_CHUNK):
+            piece, before = data[at:at + _INFLATE_CHUNK], inflate.copy()
+            try:
+                text.append(inflate.decompress(piece))
+            except zlib.error:  # damage (or a bad checksum): what this piece held before it, byte by byte
+                text.extend(_inflated_until_damage(before, piece))
+                return b"".join(text).decode("utf-8", errors="replace")
+            if inflate.eof:  # the member ended: the next may follow
+                rest = inflate.unused_data + data[at + _INFLATE_CHUNK:]
+                break
         data = rest
     return b"".join(text).decode("utf-8", errors="replace")
+
+
+def _inflated_until_damage(inflate, piece: bytes) -> list[bytes]:
+    out = []
+    for i in range(len(piece)):
+        try:
+            out.append(inflate.decompress(piece[i:i + 1]))
+        except zlib.error:
+            break
+    return out

@@ -69,10 +69,17 @@ def delivery_cutoff(day: str | date, limits: dict) -> datetime:
 
 
 def drops_due(day: str | date, settings: Settings | None = None, now: datetime | None = None) -> bool:
-    """Whether the night's run for `day` may start: its drops' cut-off has passed (the scheduled run waits
-    for it; a run of an earlier day, a backfill, does not wait)."""
+    """Whether the cut-off of `day`'s drops has passed."""
     settings = settings or get_settings()
     return (now or datetime.now(UTC)) >= delivery_cutoff(day, load_feed_thresholds(settings)["thresholds"])
+
+
+def run_may_start(day: str | date, run_type: str, settings: Settings | None = None,
+                  now: datetime | None = None) -> bool:
+    """Whether the night's run for `day` may start: a scheduled run once the day's drops are due; a run
+    someone asked for (`millet run`, a backfill: Airflow's "manual" and "backfill" runs) at once, on
+    the day they chose."""
+    return run_type != "scheduled" or drops_due(day, settings, now)
 
 
 def feed_profile(channel: str, day: str, limits: dict, settings: Settings) -> dict:

@@ -40,7 +40,7 @@ def test_the_scheduled_run_for_a_day_starts_after_it_ended_and_waits_for_its_dro
     from airflow.serialization.encoders import encode_timetable
     from airflow.timetables.base import TimeRestriction
 
-    from millet.quality.feeds import drops_due
+    from millet.quality.feeds import drops_due, run_may_start
 
     timetable = decode_timetable(encode_timetable(dag.timetable))
     day = pendulum.datetime(2026, 3, 5, tz="UTC")
@@ -50,6 +50,13 @@ def test_the_scheduled_run_for_a_day_starts_after_it_ended_and_waits_for_its_dro
     assert run.run_after == day.add(days=1)  # started once that day is over
     due = day.add(days=1, hours=2)  # expectations/feeds.yml: delivery_cutoff_hours 2
     assert not drops_due("2026-03-05", now=due.subtract(seconds=1)) and drops_due("2026-03-05", now=due)
+    # A scheduled run waits for it; `millet run` (manual) and a backfill start at once, on any day.
+    early = due.subtract(hours=3)
+    assert [run_may_start("2026-03-05", kind, now=early) for kind in ("scheduled", "manual", "backfill")] == [
+        False, True, True]
+    assert run_may_start("2026-03-05", "scheduled", now=due)
+    sensor = dag.get_task("wait_for_the_cutoff")  # waits for a clock: no run before it need have it
+    assert sensor.mode == "reschedule" and sensor.depends_on_past is False
 
 
 def _parsed_under(monkeypatch, workdir, **env: str):
@@ -79,7 +86,7 @@ def test_the_dag_ships_with_the_settings_defaults_for_retries_and_depends_on_pas
     for task in dag.tasks:
         assert task.retries == _default("task_retries"), task.task_id
         assert task.retry_delay == timedelta(seconds=_default("task_retry_delay_s")), task.task_id
-        assert task.depends_on_past is True, task.task_id
+        assert task.depends_on_past is (task.task_id != "wait_for_the_cutoff"), task.task_id
 
 
 def test_changed_retry_settings_reach_every_task(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pyarrow.parquet as pq
 
 from millet.contracts import consent_feed, contract_for, event_channels, ingestion_order
-from millet.ingest import ingest_channel_day
+from millet.ingest import ingest_channel_day, retention
 from millet.ingest.history import ingest_range
 from millet.ingest.retention import purge_expired
 from millet.privacy.erasure import apply_erasures, forget
@@ -136,6 +136,14 @@ def test_a_day_whose_landing_is_past_its_retention_keeps_its_bronze_when_ingeste
     assert {p: p.read_bytes() for p in settings.bronze_dir.rglob("*.parquet")} == bronze
     first_day = [p for p in bronze if f"dt={START}" in str(p)]
     assert sum(pq.read_metadata(p).num_rows for p in first_day) > 100  # what the first run kept, kept
+
+    # A purge killed inside a drop's folder (marked, then part of it removed): its bronze is kept too.
+    kept = settings.bronze_dir / "payments" / f"dt={last}" / "part-0.parquet"
+    before = kept.read_bytes()
+    retention._mark_landing_removed("payments", str(last), settings)
+    min((settings.landing_dir / "payments" / f"dt={last}").iterdir()).unlink()
+    ingest_channel_day("payments", last, settings)
+    assert kept.read_bytes() == before
 
     # A drop a person removed (not retention) is ingested as missing: its feed check alerts.
     shutil.rmtree(settings.landing_dir / "forum" / f"dt={last}")

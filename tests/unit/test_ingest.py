@@ -7,7 +7,7 @@ import pytest
 
 from millet.ingest import bronze, ingest_channel_day
 from millet.ingest.bronze import ingest_database
-from millet.ingest.quarantine import Sealer, unseal_file
+from millet.ingest.quarantine import Sealer, readable_text, unseal_file
 from millet.settings import Settings
 from millet.simulate.run import write_drop
 from tests.conftest import TEST_KEY
@@ -322,3 +322,19 @@ def test_a_day_that_fails_while_writing_raises_its_own_error(settings, monkeypat
     monkeypatch.setattr(bronze, "write_partition", full_disk)
     with ingest_database(settings) as database, pytest.raises(OSError, match="No space left"):
         ingest_channel_day("commerce", DAY, settings, database if shared else None)
+
+
+def test_an_unreadable_gzip_reads_as_far_as_its_damage():
+    """What erasure searches in a sealed unreadable drop. A bad checksum damages no line (every line is
+    read); a truncated stream reads up to the cut; two members read one after the other. Mutations that
+    fail it: the stream searched as stored; a damaged piece dropped whole (a bad checksum then hid the
+    last lines)."""
+    lines = "".join(json.dumps({"account_id": f"A{n:012d}"}) + "\n" for n in range(300))
+    packed = gzip.compress(lines.encode(), compresslevel=1, mtime=0)
+    bad_checksum = packed[:-8] + bytes([packed[-8] ^ 1]) + packed[-7:]
+    with pytest.raises(gzip.BadGzipFile):
+        gzip.decompress(bad_checksum)
+    assert readable_text(bad_checksum) == lines
+    assert readable_text(packed + packed) == lines + lines
+    cut = readable_text(packed[: len(packed) // 2])
+    assert 0 < len(cut) < len(lines) and lines.startswith(cut)
