@@ -20,6 +20,10 @@ then D1's night built again in a fresh process, so that the ratio is of one run.
 recomputed from the 180 days of partials: the night as it was before rolling state, which issue 13's
 history target was set against. Run it beside a plain `--stage night`, each in a fresh process.
 
+`--stage erasure` (after `nightly`) forgets one person at D1 as a night's erasure does (every zone, then
+the warehouse file rewritten so that their rows leave its free blocks: `compact_warehouse`), and times
+the rewrite alone first; then D1's night built again in a fresh process, for the ratio.
+
 `--stage nights --nights N` (after `prepare` alone) builds the N nights up to D0 one by one, each in a
 fresh process as the DAG's task runs it, and prints each night's seconds: what a night costs that is not
 the first. Side by side with other code on a copy of the same prepared root:
@@ -51,7 +55,7 @@ NIGHTS = 5
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=50_000)
-    parser.add_argument("--stage", choices=["all", "prepare", "nights", "night", "floor", *TIMED],
+    parser.add_argument("--stage", choices=["all", "prepare", "nights", "night", "floor", "erasure", *TIMED],
                         default="all")
     parser.add_argument("--root", type=Path)
     parser.add_argument("--nights", type=int, default=NIGHTS)
@@ -66,6 +70,8 @@ def main() -> None:
         return print(json.dumps(_nights(args.root, args.nights)))
     if args.stage == "floor":
         return print(json.dumps(_floor(args.root)))
+    if args.stage == "erasure":
+        return print(json.dumps(_erasure(args.root)))
     if args.stage == "night":
         return print(json.dumps(_timed(_settings(args.root), "nightly", args.day, args.rebase)))
     if args.stage in TIMED:
@@ -159,6 +165,29 @@ def _floor(root: Path) -> dict:
     for codec in CODECS:
         written = results[f"write_{DAYS}_days_{codec}_s"]
         results[f"write_vs_nightly_{codec}"] = round(written / results["nightly_s"], 1)
+    return results
+
+
+def _erasure(root: Path) -> dict:
+    """Seconds to rewrite the warehouse, then to forget one borrower everywhere, against D1's night."""
+    import pyarrow.parquet as pq
+
+    from millet.privacy.zones import Scope, compact_warehouse, purge
+    from millet.transform.dbt import snapshot_path
+
+    settings = _settings(root)
+    results = {"warehouse_gb": round(settings.warehouse_path.stat().st_size / 1024**3, 2)}
+    began = time.perf_counter()
+    compact_warehouse(settings)
+    results["compact_s"] = round(time.perf_counter() - began, 1)
+    results["warehouse_gb_after"] = round(settings.warehouse_path.stat().st_size / 1024**3, 2)
+    key = pq.read_table(snapshot_path("payments", D1, settings), columns=["user_key"]).column(0)[0].as_py()
+    began = time.perf_counter()
+    results["rows_removed"] = purge({key}, Scope.EVERYTHING, settings)
+    results["forget_one_s"] = round(time.perf_counter() - began, 1)
+    night = subprocess.run([sys.executable, __file__, "--stage", "night", "--root", str(root)],
+                           capture_output=True, text=True, check=True)
+    results["nightly_s"] = json.loads(night.stdout.strip().splitlines()[-1])["seconds"]
     return results
 
 

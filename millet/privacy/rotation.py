@@ -8,8 +8,9 @@ holds an old key alone can then link nothing stored or ingested after the rotati
 Re-keyed: every Parquet file under the data root with a `user_key` column (bronze, the rolling state,
 snapshots, tombstones and requests, models, tracking, training sets); quarantine (the user_key in masked
 lines; sealed lines and files re-sealed under a seal key derived from the new key); the warehouse's
-tables; text files (alerts, reports, manifests, logs) wherever a stored user_key appears; and the online
-store, cleared and republished from the re-keyed snapshots of the day it last published. Landing (raw
+tables (and the file rewritten, so that no old key stays in its free blocks); text files (alerts,
+reports, manifests, logs) wherever a stored user_key appears; and the online store, cleared and
+republished from the re-keyed snapshots of the day it last published. Landing (raw
 drops, no user_key) and the simulator's ground truth are not Millet's and are left alone.
 
 Interruptible: the new key is written first (`Settings.rotation_key_path`; while it exists nothing else
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 from millet.ingest.pseudonymise import KeyChain
 from millet.ingest.quarantine import MASKED_USER_KEY as _MASKED_KEY
 from millet.ingest.quarantine import SEALED_SUFFIX, Sealer, line_place
-from millet.privacy.zones import TEXT_SUFFIXES
+from millet.privacy.zones import TEXT_SUFFIXES, compact_warehouse
 from millet.settings import Settings, read_keyring, read_or_create_keyring, write_private
 
 _KEY = rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])"  # a user_key as it appears in text
@@ -257,11 +258,13 @@ def _rekey_warehouse(settings: Settings, link: KeyChain) -> int:
 
 
 def _drop_warehouse_marker(settings: Settings) -> None:
+    """Drop the marker, then compact the file: the update left every old user_key in its free blocks."""
     import duckdb
 
     if settings.warehouse_path.exists():
         with duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config()) as con:
             con.execute(f"drop table if exists main.{_WAREHOUSE_MARKER}")
+        compact_warehouse(settings)
 
 
 def _republish(settings: Settings) -> str | None:

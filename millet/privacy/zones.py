@@ -6,8 +6,9 @@ keep by law (bronze `loans` and `bank_repayments`, their intermediate tables, th
 them, the bank reconciliation), the erasure requests and tombstones themselves (pseudonymous), and the
 simulator's ground truth (not Millet's). Everything else that holds a user_key loses the person's rows:
 bronze, quarantine (masked lines by their user_key, sealed lines by the account ids inside them),
-the warehouse's tables, the rolling state, every snapshot, the nightly lists, what models wrote, the
-online store; and text files (alerts, reports, logs, manifests) have the key replaced by `[erased]`.
+the warehouse's tables (and the file rewritten: see compact_warehouse), the rolling state, every
+snapshot, the nightly lists, what models wrote, the online store; and text files (alerts, reports,
+logs, manifests) have the key replaced by `[erased]`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from millet.contracts import all_contracts, contracts
 from millet.feature_spec import families
 from millet.settings import Settings
+from millet.sqltext import ident, literal
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
 ERASED = b"[erased]"
@@ -40,6 +42,7 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
     for path in _parquet_files(scope, settings):
         removed[path.relative_to(settings.root).parts[0]] += drop_rows(path, keys)
     removed["warehouse"] += _purge_warehouse(keys, scope, settings)
+    compact_warehouse(settings)  # also after a purge cut short: its re-run deletes nothing
     removed["online_store"] += _purge_online_store(keys, scope, settings)
     if scope is Scope.EVERYTHING:
         removed["quarantine"] += _purge_quarantine(keys, settings)
@@ -121,6 +124,33 @@ def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
                 removed += con.execute(f"delete from {name} where user_key in (select unnest($keys))",
                                        {"keys": sorted(keys)}).fetchone()[0]
     return removed
+
+
+def compact_warehouse(settings: Settings) -> None:
+    """Rewrite the warehouse into a fresh file, whole or not at all. DuckDB's DELETE and UPDATE leave the
+    rows they replace in the file's free blocks, which a CHECKPOINT frees and nothing overwrites: an
+    erased person's behaviour, or a user_key from before a rotation, stayed readable in the raw file.
+    A copy holds only what is live (DuckDB's own way to reclaim space: COPY FROM DATABASE)."""
+    import duckdb
+
+    path = settings.warehouse_path
+    if not path.exists():
+        return
+    fresh = path.with_name(f".{path.name}.compacting")  # one name: a copy left by a kill goes next time
+    for stale in (fresh, _wal(fresh)):
+        stale.unlink(missing_ok=True)
+    with duckdb.connect(str(path), config=settings.duckdb_config()) as con:
+        catalog = con.execute("select current_database()").fetchone()[0]
+        con.execute(f"attach {literal(str(fresh))} as compacted")
+        con.execute(f"copy from database {ident(catalog)} to compacted")
+        con.execute("detach compacted")
+    if _wal(path).exists():  # replayed onto the copy, it would corrupt it
+        raise RuntimeError(f"{_wal(path)} outlived its database's close; the warehouse was not compacted")
+    fresh.replace(path)
+
+
+def _wal(database: Path) -> Path:
+    return database.with_name(f"{database.name}.wal")
 
 
 def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int:

@@ -118,6 +118,11 @@ def test_no_old_user_key_is_left_anywhere_millet_writes(rotation):
     # The warehouse's views read the snapshot files by absolute path: in this copy, the original's.
     assert {where for where in scan_for(copy.root, stored, skip=NOT_MILLETS) if where not in views} == set()
     assert scan_for(original.root, stored, skip=NOT_MILLETS)  # the scan does find them where they are
+    # Nor in the warehouse file's free blocks, where DuckDB's update left the rows it replaced: the raw
+    # bytes, which hold the keys where they are live (the original's).
+    rotated, before = copy.warehouse_path.read_bytes(), original.warehouse_path.read_bytes()
+    assert not [key for key in stored if key.encode() in rotated]
+    assert [key for key in stored if key.encode() in before]
 
 
 def test_every_keyed_parquet_file_is_the_original_with_each_key_hashed_once_more(rotation):
