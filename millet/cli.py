@@ -126,7 +126,7 @@ def backfill(
 
 def _history(first: date, last: date) -> None:
     from millet.alerts import alert_log
-    from millet.orchestrate import history
+    from millet.orchestrate import history, history_log
     from millet.quality.checkpoint import QualityGateFailed
     from millet.quality.reconcile import ReconciliationFailed
     from millet.transform import TransformFailed
@@ -140,11 +140,12 @@ def _history(first: date, last: date) -> None:
                          for lst, out in result.items()) if name == "lists" else ""
         typer.echo(f"{name}: {span} in {seconds:.1f} s" + (f" ({made})" if made else ""))
 
+    log = history_log(first, last, settings)
     try:
         history(first, last, settings, on_stage=stage_done)
     except (TransformFailed, QualityGateFailed, ReconciliationFailed) as exc:
-        _fail(f"{exc}\nalerts: {alert_log(settings)}")
-    typer.echo(f"snapshots {first} to {last}: {settings.snapshots_dir}")
+        _fail(f"{exc}\nalerts: {alert_log(settings)}; log (GX, Feast): {log}")
+    typer.echo(f"snapshots {first} to {last}: {settings.snapshots_dir}; log (GX, Feast): {log}")
 
 
 @app.command()

@@ -252,8 +252,9 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
     snapshots as night-by-night runs: millet.transform.build_history), then the last day checked,
     reconciled, published and its nightly lists written (where their models are served) as the DAG does
     after its build. Each day's feeds are not profiled (their bad rows are still quarantined); a failed
-    check of the last day publishes nothing. `on_stage` hears each stage's name, duration and result.
-    Returns each day's snapshot paths."""
+    check of the last day publishes nothing. `on_stage` hears each stage's name, duration and result;
+    the tools' own messages (GX's, Feast's, the workers') go to `history_log`. Returns each day's
+    snapshot paths."""
     import time
 
     from millet.ingest.history import ingest_range
@@ -272,15 +273,21 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
               ("check", lambda: (check_features(last, settings), reconcile_repayments(last, settings))),
               ("publish", lambda: publish_features(last, settings)),
               ("lists", lambda: nightly_lists(str(last), settings))]
-    results = {}
+    results, log = {}, history_log(first, last, settings)
     try:
         for name, stage in stages:
             began = time.monotonic()
-            results[name] = stage()
+            with output_to(log):
+                results[name] = stage()
             on_stage(name, time.monotonic() - began, results[name])
     finally:
-        write_report(last, settings)  # as the DAG's report task: also, above all, when a check failed
+        with output_to(log):
+            write_report(last, settings)  # as the DAG's report task: also, above all, when a check failed
     return results["build"]
+
+
+def history_log(first: date, last: date, settings: Settings) -> Path:
+    return settings.root / "logs" / f"history_{first}_{last}.log"
 
 
 _POLL_S = 2

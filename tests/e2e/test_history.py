@@ -15,6 +15,7 @@ import pytest
 
 from millet.alerts import report_path
 from millet.feature_spec import families
+from millet.orchestrate import history_log
 from millet.serving.store import online_features
 from millet.settings import Settings
 from millet.simulate import simulate
@@ -44,6 +45,11 @@ def test_one_pass_builds_every_day_then_checks_and_publishes_the_last(tmp_path):
     # No model is served yet (`millet train` serves them): both lists are skipped, each saying why.
     no_model = f"no credit_risk model is served under {settings.models_dir}: run `millet train`"
     assert stages[-1][2] == f" (early_warning skipped: {no_model}; pre_approval skipped: {no_model})"
+    # One line per stage, then where the snapshots and the log are; the tools' own messages are in the log.
+    log = history_log(START, LAST, settings)
+    assert done.stdout.splitlines()[len(stages):] == [
+        f"snapshots {START} to {LAST}: {settings.snapshots_dir}; log (GX, Feast): {log}"]
+    assert "Materializing" in log.read_text() and "Materializing" not in done.stdout + done.stderr
 
     days = [START + timedelta(days=n) for n in range(DAYS)]
     assert [read_build(day, settings)["state"] for day in days] == ["rebuilt"] + ["rolled"] * (DAYS - 1)
