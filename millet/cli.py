@@ -144,8 +144,8 @@ def _history(first: date, last: date) -> None:
     try:
         history(first, last, settings, on_stage=stage_done)
     except (TransformFailed, QualityGateFailed, ReconciliationFailed) as exc:
-        _fail(f"{exc}\nalerts: {alert_log(settings)}; log (GX, Feast): {log}")
-    typer.echo(f"snapshots {first} to {last}: {settings.snapshots_dir}; log (GX, Feast): {log}")
+        _fail(f"{exc}\nalerts: {alert_log(settings)}; log (dbt, GX, Feast): {log}")
+    typer.echo(f"snapshots {first} to {last}: {settings.snapshots_dir}; log (dbt, GX, Feast): {log}")
 
 
 @app.command()

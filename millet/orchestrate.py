@@ -253,8 +253,8 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
     reconciled, published and its nightly lists written (where their models are served) as the DAG does
     after its build. Each day's feeds are not profiled (their bad rows are still quarantined); a failed
     check of the last day publishes nothing. `on_stage` hears each stage's name, duration and result;
-    the tools' own messages (GX's, Feast's, the workers') go to `history_log`. Returns each day's
-    snapshot paths."""
+    the tools' own messages (dbt's errors, GX's, Feast's, the workers') go to `history_log`. Returns
+    each day's snapshot paths."""
     import time
 
     from millet.ingest.history import ingest_range

@@ -27,7 +27,7 @@ from millet.contracts.base import account_id_field, rule_of
 from millet.ingest import ingest_channel_day
 from millet.ingest.bronze import latest_consent_sql
 from millet.ingest.partition import PART_FILE, partition_dir
-from millet.privacy.zones import Scope, purge
+from millet.privacy.zones import Scope, compact_warehouse, purge
 from millet.settings import Settings, get_settings
 from millet.sqltext import literal
 
@@ -89,11 +89,13 @@ class DueErasures:
 
     def apply(self, settings: Settings) -> dict:
         removed = purge(set(self.new), Scope.EVERYTHING, settings) if self.new else {}
+        behaviour = purge(set(self.withdrawn), Scope.BEHAVIOUR, settings) if self.withdrawn else {}
+        if self.removes_anyone:  # once for both, before the records: a re-run after a kill does it again
+            compact_warehouse(settings)
         if self.new:
             added = pa.table({"user_key": list(self.new), "requested_on": [self.day] * len(self.new),
                               "source": list(self.new.values())}, schema=TOMBSTONES)
             _write_tombstones(pa.concat_tables([pq.read_table(settings.tombstones_path), added]), settings)
-        behaviour = purge(set(self.withdrawn), Scope.BEHAVIOUR, settings) if self.withdrawn else {}
         if self.withdrawn:
             keys = sorted(self.withdrawn)
             added = pa.table({"user_key": keys, "withdrawn_on": [self.day] * len(keys)}, schema=WITHDRAWALS)

@@ -13,7 +13,9 @@ logs, manifests) have the key replaced by `[erased]`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import os
 from collections import Counter
 from pathlib import Path
@@ -37,12 +39,12 @@ class Scope(enum.Enum):
 
 
 def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
-    """Remove the people with these user_keys from every zone `scope` covers; rows removed per zone."""
+    """Remove the people with these user_keys from every zone `scope` covers; rows removed per zone. The
+    warehouse's rows are deleted: compact_warehouse then removes them from the file."""
     removed: Counter = Counter()
     for path in _parquet_files(scope, settings):
         removed[path.relative_to(settings.root).parts[0]] += drop_rows(path, keys)
     removed["warehouse"] += _purge_warehouse(keys, scope, settings)
-    compact_warehouse(settings)  # also after a purge cut short: its re-run deletes nothing
     removed["online_store"] += _purge_online_store(keys, scope, settings)
     if scope is Scope.EVERYTHING:
         removed["quarantine"] += _purge_quarantine(keys, settings)
@@ -130,23 +132,54 @@ def compact_warehouse(settings: Settings) -> None:
     """Rewrite the warehouse into a fresh file, whole or not at all. DuckDB's DELETE and UPDATE leave the
     rows they replace in the file's free blocks, which a CHECKPOINT frees and nothing overwrites: an
     erased person's behaviour, or a user_key from before a rotation, stayed readable in the raw file.
-    A copy holds only what is live (DuckDB's own way to reclaim space: COPY FROM DATABASE)."""
+    A copy holds only what is live (DuckDB's own way to reclaim space: COPY FROM DATABASE).
+
+    The original stays open read-only until the copy has replaced it, so no writer (dbt) can open it
+    meanwhile and write what the copy would lose; a second compaction is refused, not waited for."""
     import duckdb
 
     path = settings.warehouse_path
     if not path.exists():
         return
-    fresh = path.with_name(f".{path.name}.compacting")  # one name: a copy left by a kill goes next time
-    for stale in (fresh, _wal(fresh)):
-        stale.unlink(missing_ok=True)
-    with duckdb.connect(str(path), config=settings.duckdb_config()) as con:
-        catalog = con.execute("select current_database()").fetchone()[0]
-        con.execute(f"attach {literal(str(fresh))} as compacted")
-        con.execute(f"copy from database {ident(catalog)} to compacted")
-        con.execute("detach compacted")
-    if _wal(path).exists():  # replayed onto the copy, it would corrupt it
-        raise RuntimeError(f"{_wal(path)} outlived its database's close; the warehouse was not compacted")
-    fresh.replace(path)
+    fresh = path.with_name(f".{path.name}.compacting")
+    with _exclusive(path.with_name(f".{path.name}.compaction-lock")):
+        try:
+            _remove(fresh)  # a copy left by a kill
+            with duckdb.connect(str(path), read_only=True, config=settings.duckdb_config()) as con:
+                catalog = con.execute("select current_database()").fetchone()[0]
+                con.execute(f"attach {literal(str(fresh))} as compacted (read_only false)")
+                con.execute(f"copy from database {ident(catalog)} to compacted")
+                con.execute("detach compacted")
+                for wal in (_wal(path), _wal(fresh)):  # the original's would be replayed onto the copy
+                    if wal.exists():
+                        raise RuntimeError(f"{wal} is there; the warehouse was not compacted")
+                fresh.replace(path)
+                _sync_folder(path.parent)  # the swap survives a power cut: the erasure is done for good
+        finally:
+            _remove(fresh)  # a copy that failed (a full disk) does not take the space it lacked
+
+
+def _remove(database: Path) -> None:
+    for path in (database, _wal(database)):
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    with open(lock, "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another process is compacting the warehouse ({lock})") from None
+        yield
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _wal(database: Path) -> Path:

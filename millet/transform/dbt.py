@@ -311,7 +311,7 @@ def _invoke(args: list[str], settings: Settings) -> None:
     finally:
         _release_warehouse()
     if not result.success:
-        raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'its errors are above'}; "
+        raise TransformFailed(f"dbt {args[0]} failed: {result.exception or 'its errors are in its log'}; "
                               f"dbt's log: {dbt_log_path(settings)}")
 
 

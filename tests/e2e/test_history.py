@@ -48,7 +48,7 @@ def test_one_pass_builds_every_day_then_checks_and_publishes_the_last(tmp_path):
     # One line per stage, then where the snapshots and the log are; the tools' own messages are in the log.
     log = history_log(START, LAST, settings)
     assert done.stdout.splitlines()[len(stages):] == [
-        f"snapshots {START} to {LAST}: {settings.snapshots_dir}; log (GX, Feast): {log}"]
+        f"snapshots {START} to {LAST}: {settings.snapshots_dir}; log (dbt, GX, Feast): {log}"]
     assert "Materializing" in log.read_text() and "Materializing" not in done.stdout + done.stderr
 
     days = [START + timedelta(days=n) for n in range(DAYS)]
