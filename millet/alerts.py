@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+from millet.locks import try_lock
 from millet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,18 +172,16 @@ def _locked(settings: Settings, name: str):
 
 def _try_lock(settings: Settings, name: str):
     """The lock's open file if it was free (closing it lets go), else None."""
-    lock = _lock_file(settings, name)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return None
-    return lock
+    return try_lock(_lock_path(settings, name))
 
 
 def _lock_file(settings: Settings, name: str):
     alerts_dir(settings).mkdir(parents=True, exist_ok=True)
-    return (alerts_dir(settings) / f".{name}.lock").open("a")
+    return _lock_path(settings, name).open("a")
+
+
+def _lock_path(settings: Settings, name: str) -> Path:
+    return alerts_dir(settings) / f".{name}.lock"
 
 
 def _not_logged(alerts: list[Alert], settings: Settings) -> list[Alert]:

@@ -13,9 +13,7 @@ logs, manifests) have the key replaced by `[erased]`.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import fcntl
 import os
 from collections import Counter
 from pathlib import Path
@@ -26,6 +24,7 @@ import pyarrow.parquet as pq
 
 from millet.contracts import all_contracts, contracts
 from millet.feature_spec import families
+from millet.locks import try_lock
 from millet.settings import Settings
 from millet.sqltext import ident, literal
 
@@ -141,8 +140,11 @@ def compact_warehouse(settings: Settings) -> None:
     path = settings.warehouse_path
     if not path.exists():
         return
-    fresh = path.with_name(f".{path.name}.compacting")
-    with _exclusive(path.with_name(f".{path.name}.compaction-lock")):
+    fresh, lock = path.with_name(f".{path.name}.compacting"), path.with_name(f".{path.name}.compaction-lock")
+    held = try_lock(lock)
+    if held is None:
+        raise RuntimeError(f"another process is compacting the warehouse ({lock})")
+    with held:
         try:
             _remove(fresh)  # a copy left by a kill
             with duckdb.connect(str(path), read_only=True, config=settings.duckdb_config()) as con:
@@ -162,16 +164,6 @@ def compact_warehouse(settings: Settings) -> None:
 def _remove(database: Path) -> None:
     for path in (database, _wal(database)):
         path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _exclusive(lock: Path):
-    with open(lock, "a") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another process is compacting the warehouse ({lock})") from None
-        yield
 
 
 def _sync_folder(folder: Path) -> None:
