@@ -406,17 +406,25 @@ def retry_when_locked(write, tries: int = 5, wait=None):
 
 
 def _end_backfill(backfill_id: int) -> None:
-    """What the REST API's cancel does (pause it, fail its queued runs, mark it complete), and fail
-    its runs still running: after a failed day they wait for it forever."""
-    from airflow.api_fastapi.core_api.routes.public.backfills import cancel_backfill
-    from airflow.models.backfill import BackfillDagRun
+    """Mark a finished backfill complete, as the scheduler would on its next look (else it stays active
+    and blocks every later backfill). An unfinished one is cancelled as the REST API does (paused, its
+    queued runs failed, marked complete), and its runs still running are failed: after a failed day
+    they wait for it forever."""
+    from airflow.models.backfill import Backfill, BackfillDagRun
     from airflow.models.dagrun import DagRun
+    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        if _backfill_is_complete(backfill_id):
+        backfill = session.get(Backfill, backfill_id)
+        if backfill.completed_at is not None:
             return
+        if _runs_finished(backfill_id, session):  # done, but the scheduler has not looked yet
+            backfill.completed_at = timezone.utcnow()
+            return
+        from airflow.api_fastapi.core_api.routes.public.backfills import cancel_backfill  # heavy: the API
+
         cancel_backfill(backfill_id, session)
         for run in session.scalars(select(DagRun).join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
                                    .where(BackfillDagRun.backfill_id == backfill_id,
@@ -451,7 +459,21 @@ def _backfill_is_complete(backfill_id: int) -> bool:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return session.get(Backfill, backfill_id).completed_at is not None
+        marked = session.get(Backfill, backfill_id).completed_at is not None
+        return marked or _runs_finished(backfill_id, session)
+
+
+def _runs_finished(backfill_id: int, session) -> bool:
+    """The scheduler's own test of a finished backfill (it has days, and none of its runs is queued or
+    running), looked at now: the scheduler marks the backfill complete only every 30 s."""
+    from airflow.models.backfill import BackfillDagRun
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import exists, select
+
+    has_days = session.scalar(select(exists().where(BackfillDagRun.backfill_id == backfill_id)))
+    unfinished = session.scalar(select(exists().where(DagRun.backfill_id == backfill_id,
+                                                       DagRun.state.in_(("queued", "running")))))
+    return bool(has_days) and not unfinished
 
 
 NOT_RUN = "not run"  # how a backfill's outcome starts for a day nothing built

@@ -272,6 +272,8 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
             caller = await guard.identify(request.headers.get("authorization"))
             lookup = await off_loop(reader.lookup, await _body(request))
             answer = await off_loop(read_allowed, caller, lookup)
+            # Built inside the try: an error while encoding it is audited as the 500 the client gets.
+            return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
         except (BadRequest, Refused) as exc:
             status = exc.status
             return _refusal(exc)
@@ -282,7 +284,6 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
             audit.record(who=caller.name, roles=caller.roles, action="read_online",
                          target=lookup and lookup.plan.target, keys=lookup and len(lookup.keys),
                          status=status)
-        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
     async def health(request: Request) -> Response:
         try:
@@ -302,6 +303,7 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
             user_key = _user_key(_parse(await _body(request)))
             keys = 1
             decision = await off_loop(decide_allowed, caller, user_key)
+            return JSONResponse(decision.to_dict())
         except (BadRequest, Refused) as exc:
             status = exc.status
             return _refusal(exc)
@@ -314,7 +316,6 @@ def create_app(store, settings: Settings, health_timeout_s: float = HEALTH_TIMEO
         finally:
             audit.record(who=caller.name, roles=caller.roles, action="score", target=", ".join(SERVICES),
                          keys=keys, status=status)
-        return JSONResponse(decision.to_dict())
 
     def _unavailable(reason: str) -> Response:
         return JSONResponse({"status": "unavailable", "detail": reason}, status_code=503)
