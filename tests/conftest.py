@@ -26,8 +26,8 @@ TEST_KEY = os.environ["MILLET_PSEUDONYM_KEY"].encode()
 
 from tests.receivers import mailbox, webhook  # noqa: E402, F401 (real alert receivers, as fixtures)
 
-# The test files that take longest (in the last clean-clone run on two cores: rolling state ~12 min, the
-# backfills ~9, credit risk ~7, feature values ~6, ...), started first so that the two workers finish
+# The test files that take longest (in the last clean-clone run on two cores: rolling state and the
+# backfills ~7 min each, credit risk ~5, feature values ~4, ...), started first so that the two workers finish
 # together; xdist's own order is by number of tests, which started the longest last (pyproject's addopts
 # turn it off with --no-loadscope-reorder).
 LONGEST_FIRST = ("test_rolling_state", "test_backfill", "test_credit_risk", "test_feature_values",
