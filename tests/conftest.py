@@ -1,11 +1,14 @@
 """Session-wide settings. Airflow reads its configuration when first imported and Feast's repo
 modules are imported once per process, so the whole test session shares one data root."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="millet-tests-"))
+atexit.register(shutil.rmtree, _SESSION_ROOT, ignore_errors=True)  # each process's own, when it ends
 os.environ.update(
     {
         "MILLET_DATA_ROOT": str(_SESSION_ROOT / "data"),
