@@ -119,15 +119,15 @@ def millet_nightly():
 
     @task
     def track_borrowers(published: dict, ds: str | None = None) -> dict:
-        from millet.scoring.tracking import track_borrowers as track
+        from millet.scoring.lists import EARLY_WARNING
 
-        return _skipped_without_a_model(track, ds)
+        return _skipped_without_a_model(EARLY_WARNING, ds)
 
     @task
     def list_pre_approvals(published: dict, ds: str | None = None) -> dict:
-        from millet.scoring.tracking import list_pre_approvals as pre_approve
+        from millet.scoring.lists import PRE_APPROVAL
 
-        return _skipped_without_a_model(pre_approve, ds)
+        return _skipped_without_a_model(PRE_APPROVAL, ds)
 
     @task(trigger_rule="all_done")  # also, above all, on a night a check failed: the alerts link to it
     def write_report(ds: str | None = None) -> str:
@@ -146,14 +146,15 @@ def millet_nightly():
     checks >> write_report()
 
 
-def _skipped_without_a_model(make_list, ds: str) -> dict:
+def _skipped_without_a_model(name: str, ds: str) -> dict:
     """A list the models drive is skipped, not failed, until `millet train` serves them."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from millet.scoring.decisions import NoModel
+    from millet.scoring.lists import make_list
+    from millet.scoring.registry import NoModel
 
     try:
-        return make_list(ds)
+        return make_list(name, ds)
     except NoModel as exc:
         raise AirflowSkipException(str(exc)) from None
 

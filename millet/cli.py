@@ -436,7 +436,7 @@ def score(
     user_key: Annotated[str, typer.Argument(help="The pseudonymous user_key.")],
 ) -> None:
     """The credit decision for a user from the online store, as `POST /score` gives it; prints JSON."""
-    from millet.scoring.decisions import NoModel
+    from millet.scoring.registry import NoModel
     from millet.serving import open_store
     from millet.serving.api.server import OnlineReader, Scorer
 

@@ -262,7 +262,7 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
     from millet.quality import check_features
     from millet.quality.reconcile import reconcile_repayments
     from millet.quality.report import write_report
-    from millet.scoring.tracking import nightly_lists
+    from millet.scoring.lists import nightly_lists
     from millet.serving import publish_features
     from millet.transform.dbt import as_of_date, build_history
 

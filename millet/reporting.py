@@ -142,7 +142,7 @@ def _shown(value) -> str:
 
 
 def _decision(user_key: str, settings: Settings) -> str:
-    from millet.scoring.decisions import NoModel
+    from millet.scoring.registry import NoModel
     from millet.serving import open_store
     from millet.serving.api.server import OnlineReader, Scorer
 

@@ -41,7 +41,7 @@ from millet.scoring.scorecard import fit_scorecard
 from millet.serving.store import snapshot_timestamp
 from millet.settings import Settings
 
-MODEL = "credit_risk"
+MODEL = registry.CREDIT_RISK
 SERVICE = "credit_risk_v1"
 LABEL_DEFINITION = ("defaulted: the loan reached 90+ days past due within 6 months of disbursement "
                     "(the simulator's truth); one row per disbursed loan, at its application time")

@@ -31,10 +31,6 @@ PD_HORIZON_MONTHS = 6  # the label's: 90+ days past due within 6 months
 TOP_REASONS = 3
 
 
-class NoModel(RuntimeError):
-    pass
-
-
 @dataclass
 class Decision:
     user_key: str
@@ -83,10 +79,7 @@ class ServedModel:
 
 
 def served_model(settings: Settings, model: str = MODEL) -> ServedModel:
-    version = registry.served_version(model, settings)
-    if version is None:
-        raise NoModel(f"no {model} model is served under {settings.models_dir}: run `millet train`")
-    return ServedModel(version)
+    return ServedModel(registry.served(model, settings))
 
 
 def decide(user_key: str, features: Mapping[str, float | None], model: ServedModel,

@@ -30,7 +30,7 @@ from millet.serving.store import snapshot_timestamp
 from millet.settings import Settings
 from millet.sqltext import literal
 
-MODEL = "financial_demand"
+MODEL = registry.FINANCIAL_DEMAND
 SERVICE = "financial_demand_v1"
 LABEL = "applies_within_30d"
 HORIZON_DAYS = 30

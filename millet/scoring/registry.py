@@ -13,6 +13,14 @@ from millet.settings import Settings
 META = "meta.json"
 SERVED = "SERVED"
 
+CREDIT_RISK = "credit_risk"
+REPAYMENT_ABILITY = "repayment_ability"
+FINANCIAL_DEMAND = "financial_demand"
+
+
+class NoModel(RuntimeError):
+    pass
+
 
 def new_version(model: str, settings: Settings) -> Path:
     """A new, empty folder for the next version of `model` (v1, v2, ...)."""
@@ -43,3 +51,11 @@ def serve(version: Path) -> None:
 def served_version(model: str, settings: Settings) -> Path | None:
     pointer = settings.models_dir / model / SERVED
     return pointer.parent / pointer.read_text().strip() if pointer.exists() else None
+
+
+def served(model: str, settings: Settings) -> Path:
+    """The version of `model` that is served; raises NoModel while there is none."""
+    version = served_version(model, settings)
+    if version is None:
+        raise NoModel(f"no {model} model is served under {settings.models_dir}: run `millet train`")
+    return version

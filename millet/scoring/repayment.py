@@ -30,7 +30,7 @@ from millet.scoring.labels import DEFAULT_LABEL
 from millet.settings import Settings
 from millet.sqltext import literal
 
-MODEL = "repayment_ability"
+MODEL = registry.REPAYMENT_ABILITY
 SERVICE = "repayment_ability_v1"
 SPENDING_90D = "payments__amount_paid_sum_90d"
 REPAID_SUM_180D = "credit__amount_app_repaid_sum_180d"

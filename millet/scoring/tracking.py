@@ -9,8 +9,8 @@ point-in-time join (offline, as training sets are), one folder per list and day 
 - **pre-approval** (offers): of the day's users whose credit decision would approve (risk-based price
   within the cap and a credit line), the `pre_approval_share` of all users most likely to apply (the served
   demand model), with their price and line.
-A list needs its models served: without one it raises NoModel, and the DAG skips the task (a one-pass
-history, `nightly_lists`, reports it skipped).
+A list needs its models served (lists.py names them and checks before this module is loaded): without one
+it raises NoModel, and the DAG skips the task (a one-pass history, `nightly_lists`, reports it skipped).
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ import pyarrow.parquet as pq
 
 from millet.scoring import demand, repayment
 from millet.scoring.credit_risk import SERVICE as RISK_SERVICE
-from millet.scoring.decisions import NoModel, ServedModel, annual_rate, offered_line, served_model
+from millet.scoring.decisions import ServedModel, annual_rate, offered_line, served_model
 from millet.scoring.fitting import day_users_sql, feature_matrix
+from millet.scoring.lists import EARLY_WARNING, MODELS, PRE_APPROVAL
 from millet.serving.offline.training import training_table
 from millet.serving.store import snapshot_timestamp
 from millet.settings import Settings, get_settings
 from millet.sqltext import literal
 from millet.transform import as_of_date, snapshot_path
 
-EARLY_WARNING = "early_warning"
-PRE_APPROVAL = "pre_approval"
 SINCE_APPLICATION = "credit__applications_days_since_last_180d"
 OPEN_LOANS = "credit__loans_active_now"
 PAST_DUE = "credit__days_past_due_now"
@@ -45,23 +44,11 @@ def list_path(name: str, day: date | str, settings: Settings) -> Path:
     return settings.tracking_dir / name / f"dt={day}" / f"{name}.parquet"
 
 
-def nightly_lists(ds: str, settings: Settings) -> dict[str, dict | str]:
-    """Both lists of the day, as the DAG's last two tasks write them: each list's outcome, or why it was
-    skipped (its model is not served)."""
-    made: dict[str, dict | str] = {}
-    for name, make in ((EARLY_WARNING, track_borrowers), (PRE_APPROVAL, list_pre_approvals)):
-        try:
-            made[name] = make(ds, settings)
-        except NoModel as exc:
-            made[name] = f"skipped: {exc}"
-    return made
-
-
 def track_borrowers(ds: str, settings: Settings | None = None) -> dict:
     """Write the day's early-warning list; returns where, and how many borrowers were scored and listed."""
     settings = settings or get_settings()
     day = as_of_date(ds)
-    model = served_model(settings)
+    (model,) = (served_model(settings, name) for name in MODELS[EARLY_WARNING])
     borrowers = _open_loans(day, settings)
     now, matrix = _scored(model, borrowers["user_key"], [snapshot_timestamp(day)] * len(borrowers), settings)
     then = _pd_at_application(model, borrowers, day, settings)
@@ -92,7 +79,7 @@ def list_pre_approvals(ds: str, settings: Settings | None = None) -> dict:
     """Write the day's pre-approval list; returns where, and how many users were scored and listed."""
     settings = settings or get_settings()
     day = as_of_date(ds)
-    risk, propensity_model = served_model(settings), served_model(settings, demand.MODEL)
+    risk, propensity_model = (served_model(settings, name) for name in MODELS[PRE_APPROVAL])
     with duckdb.connect(config=settings.duckdb_config()) as con:
         users = pd.Series(con.execute(day_users_sql(day, settings) + " order by user_key").df()["user_key"])
     stamps = [snapshot_timestamp(day)] * len(users)

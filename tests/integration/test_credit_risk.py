@@ -41,8 +41,9 @@ from millet.scoring.demand import (
     top_decile_lift,
     train_demand,
 )
+from millet.scoring.lists import EARLY_WARNING, PRE_APPROVAL
 from millet.scoring.repayment import affordable_instalment, check_repayment_ability, credit_line
-from millet.scoring.tracking import EARLY_WARNING, PRE_APPROVAL, list_path
+from millet.scoring.tracking import list_path
 from millet.serving import open_store
 from millet.serving.api.server import OnlineReader, Scorer
 from millet.serving.definitions import service_features

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from millet.scoring.decisions import SERVICES, Decision, NoModel, ServedModel, decide, served_model
+from millet.scoring.decisions import SERVICES, Decision, ServedModel, decide, served_model
+from millet.scoring.registry import NoModel
 from millet.serving.api.audit import AuditLog
 from millet.serving.api.auth import NOBODY, Guard, Refused, check_exposure
 from millet.serving.online.stores import PackedOnlineStore, decode_record, string_entity_keys
