@@ -20,9 +20,11 @@ then D1's night built again in a fresh process, so that the ratio is of one run.
 recomputed from the 180 days of partials: the night as it was before rolling state, which issue 13's
 history target was set against. Run it beside a plain `--stage night`, each in a fresh process.
 
-`--stage erasure` (after `nightly`) forgets one person at D1 as a night's erasure does (every zone, then
-the warehouse file rewritten so that their rows leave its free blocks: `compact_warehouse`), and times
-the rewrite alone first; then D1's night built again in a fresh process, for the ratio.
+`--stage erasure` (after `nightly`) forgets one person at D1 as a night's erasure does (every zone, with
+the process's peak memory after it, then the warehouse file rewritten so that their rows leave its free
+blocks: `compact_warehouse`, timed apart); then D1's night built again in a fresh process, for the
+ratio. Side by side with other code on a copy of the same root, as for `nights` (`code` in the output
+says which ran).
 
 `--stage nights --nights N` (after `prepare` alone) builds the N nights up to D0 one by one, each in a
 fresh process as the DAG's task runs it, and prints each night's seconds: what a night costs that is not
@@ -169,22 +171,26 @@ def _floor(root: Path) -> dict:
 
 
 def _erasure(root: Path) -> dict:
-    """Seconds to rewrite the warehouse, then to forget one borrower everywhere, against D1's night."""
+    """Seconds and peak memory to forget one borrower everywhere, then seconds to rewrite the warehouse
+    (in a night's order), against D1's night."""
     import pyarrow.parquet as pq
 
+    import millet
     from millet.privacy.zones import Scope, compact_warehouse, purge
     from millet.transform.dbt import snapshot_path
 
     settings = _settings(root)
-    results = {"warehouse_gb": round(settings.warehouse_path.stat().st_size / 1024**3, 2)}
-    began = time.perf_counter()
-    compact_warehouse(settings)
-    results["compact_s"] = round(time.perf_counter() - began, 1)
-    results["warehouse_gb_after"] = round(settings.warehouse_path.stat().st_size / 1024**3, 2)
+    results = {"code": str(Path(millet.__file__).parent),
+               "warehouse_gb": round(settings.warehouse_path.stat().st_size / 1024**3, 2)}
     key = pq.read_table(snapshot_path("payments", D1, settings), columns=["user_key"]).column(0)[0].as_py()
     began = time.perf_counter()
     results["rows_removed"] = purge({key}, Scope.EVERYTHING, settings)
     results["forget_one_s"] = round(time.perf_counter() - began, 1)
+    results["forget_one_peak_rss_gb"] = _peak_rss_gb()
+    began = time.perf_counter()
+    compact_warehouse(settings)
+    results["compact_s"] = round(time.perf_counter() - began, 1)
+    results["warehouse_gb_after"] = round(settings.warehouse_path.stat().st_size / 1024**3, 2)
     night = subprocess.run([sys.executable, __file__, "--stage", "night", "--root", str(root)],
                            capture_output=True, text=True, check=True)
     results["nightly_s"] = json.loads(night.stdout.strip().splitlines()[-1])["seconds"]
@@ -220,8 +226,11 @@ def _timed(settings, stage: str, day: date = D1, rebase: bool = False) -> dict:
             began = time.perf_counter()
             build_features(day, settings)
     seconds = time.perf_counter() - began
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2)}
+    return {"seconds": round(seconds, 1), "peak_rss_gb": _peak_rss_gb()}
+
+
+def _peak_rss_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
 
 
 if __name__ == "__main__":
