@@ -13,10 +13,12 @@ logs, manifests) have the key replaced by `[erased]`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,8 +47,9 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
     removed: Counter = Counter()
     files = _parquet_files(scope, settings)
     # One file per core at a time: an active person is in nearly every day's bronze and snapshot, so a
-    # night with any erasure rewrites most of the history's files, and Arrow's work releases the GIL.
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+    # night with any erasure rewrites most of the history's files, and Arrow's work releases the GIL. A
+    # file in flight holds one row group (about 0.5 GB for the widest snapshot's, whatever the users).
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
         for path, count in zip(files, pool.map(lambda path: drop_rows(path, keys), files), strict=True):
             removed[path.relative_to(settings.root).parts[0]] += count
     removed["warehouse"] += _purge_warehouse(keys, scope, settings)
@@ -110,8 +113,7 @@ def drop_rows(path: Path, keys: set[str]) -> int:
 def _rewrite_without(file: pq.ParquetFile, keep: pa.ChunkedArray, path: Path) -> None:
     """`file` rewritten to `path` with the rows `keep` marks, one row group at a time: a file's columns
     decoded whole (a snapshot's hundreds of features) would take memory many times its size, per core."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with pq.ParquetWriter(tmp, file.schema_arrow, compression="zstd") as writer:
+    with _replacing(path) as tmp, pq.ParquetWriter(tmp, file.schema_arrow, compression="zstd") as writer:
         start = 0
         for i in range(file.num_row_groups):
             group = file.read_row_group(i)
@@ -119,13 +121,24 @@ def _rewrite_without(file: pq.ParquetFile, keep: pa.ChunkedArray, path: Path) ->
             start += group.num_rows
             if kept.num_rows:
                 writer.write_table(kept)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path that replaces `path` when the block ends, and is removed if it fails: a copy left
+    behind would keep other people's rows where no later erasure looks."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 
 def _replace(path: Path, table: pa.Table, schema: pa.Schema) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table.cast(schema), tmp, compression="zstd")
-    tmp.replace(path)
+    with _replacing(path) as tmp:
+        pq.write_table(table.cast(schema), tmp, compression="zstd")
 
 
 def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
