@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from millet.scoring import demand, repayment
+from millet.scoring import credit_risk, demand, repayment
 from millet.scoring.credit_risk import SERVICE as RISK_SERVICE
 from millet.scoring.decisions import ServedModel, annual_rate, offered_line, served_model
 from millet.scoring.fitting import day_users_sql, feature_matrix
@@ -48,7 +48,7 @@ def track_borrowers(ds: str, settings: Settings | None = None) -> dict:
     """Write the day's early-warning list; returns where, and how many borrowers were scored and listed."""
     settings = settings or get_settings()
     day = as_of_date(ds)
-    (model,) = (served_model(settings, name) for name in MODELS[EARLY_WARNING])
+    model = _served(EARLY_WARNING, settings)[credit_risk.MODEL]
     borrowers = _open_loans(day, settings)
     now, matrix = _scored(model, borrowers["user_key"], [snapshot_timestamp(day)] * len(borrowers), settings)
     then = _pd_at_application(model, borrowers, day, settings)
@@ -79,7 +79,8 @@ def list_pre_approvals(ds: str, settings: Settings | None = None) -> dict:
     """Write the day's pre-approval list; returns where, and how many users were scored and listed."""
     settings = settings or get_settings()
     day = as_of_date(ds)
-    risk, propensity_model = (served_model(settings, name) for name in MODELS[PRE_APPROVAL])
+    models = _served(PRE_APPROVAL, settings)
+    risk, propensity_model = models[credit_risk.MODEL], models[demand.MODEL]
     with duckdb.connect(config=settings.duckdb_config()) as con:
         users = pd.Series(con.execute(day_users_sql(day, settings) + " order by user_key").df()["user_key"])
     stamps = [snapshot_timestamp(day)] * len(users)
@@ -98,6 +99,11 @@ def list_pre_approvals(ds: str, settings: Settings | None = None) -> dict:
     path = _write(table, PRE_APPROVAL, day, settings)
     return {"list": str(path), "models": [risk.name, propensity_model.name], "users": len(users),
             "eligible": sum(line is not None for line in lines), "listed": len(ranked)}
+
+
+def _served(name: str, settings: Settings) -> dict[str, ServedModel]:
+    """The served version of each model the list `name` needs, by model name (lists.MODELS names them)."""
+    return {model: served_model(settings, model) for model in MODELS[name]}
 
 
 def _open_loans(day: date, settings: Settings) -> pd.DataFrame:
