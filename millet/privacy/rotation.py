@@ -278,6 +278,6 @@ def _republish(settings: Settings) -> str | None:
     day = published_day(store, settings)
     if day is None:
         return None
-    store._get_provider().online_store.teardown(store.config, store.list_feature_views(), [])
+    store.provider.online_store.teardown(store.config, store.list_feature_views(), [])
     publish_features(day, settings)
     return day.isoformat()

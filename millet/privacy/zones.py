@@ -218,7 +218,7 @@ def _purge_online_store(keys: set[str], scope: Scope, settings: Settings) -> int
     if not has_published(settings):
         return 0
     store = open_store(settings)
-    online = store._get_provider().online_store
+    online = store.provider.online_store
     if not isinstance(online, PackedOnlineStore):
         raise TypeError("erasure removes records from Millet's packed online stores only")
     entity_keys = string_entity_keys(sorted(keys), "user_key", store.config)

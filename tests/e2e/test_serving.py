@@ -104,7 +104,7 @@ def published(request, nightly):
 def drop_project(store) -> None:
     """A project's online records and its registry entries. Not FeatureStore.teardown: that deletes the
     registry file, which every project of the session shares (the tests after would find it empty)."""
-    store._get_provider().teardown_infra(store.project, store.list_feature_views(), store.list_entities())
+    store.provider.teardown_infra(store.project, store.list_feature_views(), store.list_entities())
     store.delete_project(store.project)
 
 

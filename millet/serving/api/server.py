@@ -74,12 +74,12 @@ class OnlineReader:
     """Answers Feast online-feature requests from a FeatureStore whose online store is a packed one."""
 
     def __init__(self, store, clock=time.monotonic):
-        if not isinstance(store._get_provider().online_store, PackedOnlineStore):
+        if not isinstance(store.provider.online_store, PackedOnlineStore):
             raise TypeError("millet serve reads Millet's packed online stores; "
                             "see features/feature_store.yaml")
         self.store = store
         self.config = store.config
-        self.online = store._get_provider().online_store
+        self.online = store.provider.online_store
         self._plans: dict[tuple, tuple[float, Plan]] = {}  # request → (when made, plan)
         self._clock = clock
 
