@@ -49,7 +49,7 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
     # One file per core at a time: an active person is in nearly every day's bronze and snapshot, so a
     # night with any erasure rewrites most of the history's files, and Arrow's work releases the GIL. A
     # file in flight holds one row group (about 0.5 GB for the widest snapshot's, whatever the users).
-    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(max_workers=_usable_cpus()) as pool:
         for path, count in zip(files, pool.map(lambda path: drop_rows(path, keys), files), strict=True):
             removed[path.relative_to(settings.root).parts[0]] += count
     removed["warehouse"] += _purge_warehouse(keys, scope, settings)
@@ -58,6 +58,12 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
         removed["quarantine"] += _purge_quarantine(keys, settings)
         removed["text_files"] += _scrub_text(keys, settings)
     return {zone: n for zone, n in sorted(removed.items()) if n}
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a taskset's or a container's cpuset), where the OS
+    says; else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def behaviour_channels() -> list[str]:
