@@ -271,8 +271,7 @@ def _scrub_text(keys: set[str], settings: Settings) -> int:
             continue
         for needle in needles:
             data = data.replace(needle, ERASED)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        with _replacing(path) as tmp:
+            tmp.write_bytes(data)
         changed += 1
     return changed
