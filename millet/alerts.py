@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+from millet.files import write_text
 from millet.locks import try_lock
 from millet.settings import Settings
 
@@ -80,7 +81,7 @@ def raise_alerts(alerts: list[Alert], settings: Settings) -> dict[str, int]:
             outbox = _outbox(settings, sink)
             outbox.mkdir(parents=True, exist_ok=True)
             for alert in new:
-                _write_atomically(outbox / f"{alert.id}.json", json.dumps(alert.record()))
+                write_text(outbox / f"{alert.id}.json", json.dumps(alert.record()))
         if new:
             _append_to_log(new, settings)
     return deliver_pending(settings)
@@ -225,12 +226,6 @@ def _end_a_line_cut_short(path: Path) -> None:
 
 def _outbox(settings: Settings, sink: str) -> Path:
     return alerts_dir(settings) / "outbox" / sink
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def _sinks(settings: Settings) -> dict:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from millet.files import write_bytes
+
 if TYPE_CHECKING:
     from millet.ingest.pseudonymise import KeyChain
 
@@ -451,13 +453,7 @@ def read_keyring(path: Path) -> list[bytes]:
 
 def write_private(path: Path, data: bytes) -> None:
     """Replace `path` whole with `data`, readable by its owner only at every moment."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    write_bytes(path, data, private=True, durable=True)
 
 
 def read_or_create_keyring(path: Path) -> list[bytes]:

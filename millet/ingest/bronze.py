@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 
 from millet.contracts import bronze_schema, contract_for
 from millet.contracts.base import Contract
+from millet.files import write_text
 from millet.ingest import quarantine
 from millet.ingest.landing import LINES_SCHEMA, UnreadableFile, drop_files, read_lines
-from millet.ingest.partition import PART_FILE, partition_dir, replace_text, write_partition
+from millet.ingest.partition import PART_FILE, partition_dir, write_partition
 from millet.ingest.validate import checked_lines_sql
 from millet.settings import Settings, get_settings
 from millet.sqltext import ident, literal
@@ -260,7 +261,7 @@ def _write_outputs(con, settings: Settings, manifest: Manifest, contract: Contra
     _write_quarantine(con, settings, manifest, contract)
     out = settings.ingest_manifest_path(manifest.channel, manifest.dt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    replace_text(out, json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
+    write_text(out, json.dumps(asdict(manifest) | {"balanced": manifest.balanced}, indent=2) + "\n")
 
 
 def _without_the_forgotten(batch: pa.RecordBatch, settings: Settings) -> pa.RecordBatch:

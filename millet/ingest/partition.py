@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from millet.files import abandoned_copies, replacing
 
 PART_FILE = "part-0.parquet"
 
@@ -27,18 +28,14 @@ def write_partition(
     """
     target = partition_dir(table_dir, day) / PART_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{PART_FILE}.*.tmp"):  # left by a writer that was killed
+    for stale in abandoned_copies(target.parent):  # left by a writer that was killed
         stale.unlink(missing_ok=True)
-    # The temporary name does not end in .parquet, so globbing readers never pick it up.
-    tmp = target.with_name(f".{PART_FILE}.{os.getpid()}.tmp")
     schema = schema or data.schema
     batches = data.to_batches() if isinstance(data, pa.Table) else data
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(batch.cast(schema))
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    with replacing(target, durable=True) as copy:
+        with pq.ParquetWriter(copy, schema, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_batch(batch.cast(schema))
     return target
 
 
@@ -64,9 +61,3 @@ def remove_partitions_before(oldest: date, folders: list[Path]) -> list[Path]:
         shutil.rmtree(folder)
     return expired
 
-
-def replace_text(path: Path, text: str) -> None:
-    """Write `path` whole or not at all: a reader, or a kill, never meets half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -13,7 +13,8 @@ import shutil
 from datetime import date, timedelta
 
 from millet.contracts import all_contracts
-from millet.ingest.partition import partitions_before, remove_partitions_before, replace_text
+from millet.files import write_text
+from millet.ingest.partition import partitions_before, remove_partitions_before
 from millet.settings import Settings, get_settings
 
 
@@ -43,4 +44,4 @@ def _mark_landing_removed(channel: str, day: str, settings: Settings) -> None:
     path = settings.ingest_manifest_path(channel, day)
     if path.exists():
         marked = json.loads(path.read_text()) | {"landing_removed": True}
-        replace_text(path, json.dumps(marked, indent=2) + "\n")
+        write_text(path, json.dumps(marked, indent=2) + "\n")

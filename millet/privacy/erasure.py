@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millet.contracts.base import account_id_field, rule_of
+from millet.files import replacing, write_text
 from millet.ingest import ingest_channel_day
 from millet.ingest.bronze import latest_consent_sql
 from millet.ingest.partition import PART_FILE, partition_dir
@@ -53,9 +54,8 @@ def forget(account_ids: list[str], settings: Settings | None = None) -> list[str
                       "source": ["millet forget"] * len(keys)}, schema=REQUEST)
     folder = settings.erasure_dir / "requests"
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(folder / f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet")
+    with replacing(folder / f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet") as copy:
+        pq.write_table(table, copy)
     return keys
 
 
@@ -107,7 +107,7 @@ class DueErasures:
                    "consent_withdrawn": len(self.withdrawn), "behaviour_rows_removed": behaviour}
         out = settings.manifests_dir / "erasure" / f"dt={self.day}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(out, json.dumps(summary, indent=2) + "\n")
         return summary
 
 
@@ -161,6 +161,5 @@ def _write_tombstones(table: pa.Table, settings: Settings) -> None:
 def _write_sorted(table: pa.Table, path: Path) -> None:
     """`table` by user_key to `path`, whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.sort_by("user_key"), tmp)
-    tmp.replace(path)
+    with replacing(path) as copy:
+        pq.write_table(table.sort_by("user_key"), copy)

@@ -13,12 +13,9 @@ logs, manifests) have the key replaced by `[erased]`.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
-import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import pyarrow.parquet as pq
 
 from millet.contracts import all_contracts, contracts
 from millet.feature_spec import families
+from millet.files import replacing, sync, write_bytes
 from millet.locks import try_lock
 from millet.settings import Settings
 from millet.sqltext import ident, literal
@@ -119,7 +117,7 @@ def drop_rows(path: Path, keys: set[str]) -> int:
 def _rewrite_without(file: pq.ParquetFile, keep: pa.ChunkedArray, path: Path) -> None:
     """`file` rewritten to `path` with the rows `keep` marks, one row group at a time: a file's columns
     decoded whole (a snapshot's hundreds of features) would take memory many times its size, per core."""
-    with _replacing(path) as tmp, pq.ParquetWriter(tmp, file.schema_arrow, compression="zstd") as writer:
+    with replacing(path) as copy, pq.ParquetWriter(copy, file.schema_arrow, compression="zstd") as writer:
         start = 0
         for i in range(file.num_row_groups):
             group = file.read_row_group(i)
@@ -129,22 +127,9 @@ def _rewrite_without(file: pq.ParquetFile, keep: pa.ChunkedArray, path: Path) ->
                 writer.write_table(kept)
 
 
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A temporary path that replaces `path` when the block ends, and is removed if it fails: a copy left
-    behind would keep other people's rows where no later erasure looks."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
-
-
 def _replace(path: Path, table: pa.Table, schema: pa.Schema) -> None:
-    with _replacing(path) as tmp:
-        pq.write_table(table.cast(schema), tmp, compression="zstd")
+    with replacing(path) as copy:
+        pq.write_table(table.cast(schema), copy, compression="zstd")
 
 
 def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
@@ -195,7 +180,7 @@ def compact_warehouse(settings: Settings) -> None:
                     if wal.exists():
                         raise RuntimeError(f"{wal} is there; the warehouse was not compacted")
                 fresh.replace(path)
-                _sync_folder(path.parent)  # the swap survives a power cut: the erasure is done for good
+                sync(path.parent)  # the swap survives a power cut: the erasure is done for good
         finally:
             _remove(fresh)  # a copy that failed (a full disk) does not take the space it lacked
 
@@ -203,14 +188,6 @@ def compact_warehouse(settings: Settings) -> None:
 def _remove(database: Path) -> None:
     for path in (database, _wal(database)):
         path.unlink(missing_ok=True)
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _wal(database: Path) -> Path:
@@ -271,7 +248,6 @@ def _scrub_text(keys: set[str], settings: Settings) -> int:
             continue
         for needle in needles:
             data = data.replace(needle, ERASED)
-        with _replacing(path) as tmp:
-            tmp.write_bytes(data)
+        write_bytes(path, data)
         changed += 1
     return changed

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millet.feature_spec import Family, families
+from millet.files import write_text
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.quality.drift import feature_drift
 from millet.quality.gx import GxProject
@@ -38,7 +39,7 @@ def check_features(day: str | date, settings: Settings | None = None) -> dict:
     _keep_drift(drift, day, settings)
     out = settings.root / "quality" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out, json.dumps(summary, indent=2) + "\n")
     failed = {name: s["failed"] for name, s in summary.items() if not s["success"]}
     if failed:
         raise QualityGateFailed(f"critical data-quality checks failed for {day}: {failed} (details: {out})")

@@ -15,6 +15,7 @@ import yaml
 
 from millet.contracts import contracts
 from millet.contracts.base import bronze_schema
+from millet.files import write_text
 from millet.ingest.partition import partition_dir
 from millet.quality.gx import GxProject
 from millet.settings import Settings, get_settings
@@ -55,7 +56,7 @@ def check_feeds(day: str | date, settings: Settings | None = None) -> dict:
     project.build_data_docs()
     out = settings.root / "quality" / "feeds" / f"dt={day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out, json.dumps(summary, indent=2) + "\n")
     failed = {channel: s["failed"] for channel, s in summary.items() if s["failed"]}
     if failed:
         raise FeedCheckFailed(f"critical raw-feed checks failed for {day}: {failed} (details: {out})")

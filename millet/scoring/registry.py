@@ -5,9 +5,9 @@ is served, and changes only when a version's report passes."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from millet.files import write_text
 from millet.settings import Settings
 
 META = "meta.json"
@@ -42,10 +42,7 @@ def read_meta(version: Path) -> dict:
 
 def serve(version: Path) -> None:
     """Make `version` the one served, atomically (a reader sees the old name or the new)."""
-    pointer = version.parent / SERVED
-    staged = pointer.with_suffix(".tmp")
-    staged.write_text(version.name + "\n")
-    os.replace(staged, pointer)
+    write_text(version.parent / SERVED, version.name + "\n")
 
 
 def served_version(model: str, settings: Settings) -> Path | None:

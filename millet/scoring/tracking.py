@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from millet.files import replacing
 from millet.scoring import credit_risk, demand, repayment
 from millet.scoring.credit_risk import SERVICE as RISK_SERVICE
 from millet.scoring.decisions import ServedModel, annual_rate, offered_line, served_model
@@ -152,7 +153,6 @@ def _top(values: np.ndarray, n: int) -> list[int]:
 def _write(table: pa.Table, name: str, day: date, settings: Settings) -> Path:
     path = list_path(name, day, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_suffix(".tmp")
-    pq.write_table(table, staged)
-    staged.replace(path)  # a reader sees the old list or the new one, never half of one
+    with replacing(path) as copy:  # a reader sees the old list or the new one, never half of one
+        pq.write_table(table, copy)
     return path

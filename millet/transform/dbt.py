@@ -22,6 +22,7 @@ from pathlib import Path
 
 from millet.alerts import Alert, raise_alerts
 from millet.feature_spec import families
+from millet.files import write_text
 from millet.ingest.partition import PART_FILE, partition_dir, remove_partitions_before
 from millet.privacy.erasure import ensure_tombstones
 from millet.settings import Settings, get_settings
@@ -202,7 +203,7 @@ def record_build(day: str | date, snapshots: dict[str, str], settings: Settings,
     otherwise), with the snapshots it wrote and `details` (how its windows were computed)."""
     path = _builds_dir(settings) / f"dt={day}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"as_of": str(day), "snapshots": snapshots, **details}, indent=2) + "\n")
+    write_text(path, json.dumps({"as_of": str(day), "snapshots": snapshots, **details}, indent=2) + "\n")
     return path
 
 
