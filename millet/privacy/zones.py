@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 
 from millet.contracts import all_contracts, contracts
 from millet.feature_spec import families
-from millet.files import replacing, sync, write_bytes
+from millet.files import abandoned_copies, replacing, sync, write_bytes
 from millet.locks import try_lock
 from millet.settings import Settings
 from millet.sqltext import ident, literal
 
+DUCKDB_COPY_PREFIX = "tmp_"  # DuckDB's name for the copy its COPY writes first
 TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
 ERASED = b"[erased]"
 
@@ -43,6 +44,7 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
     """Remove the people with these user_keys from every zone `scope` covers; rows removed per zone. The
     warehouse's rows are deleted: compact_warehouse then removes them from the file."""
     removed: Counter = Counter()
+    _remove_abandoned_copies(settings)
     files = _parquet_files(scope, settings)
     # One file per core at a time: an active person is in nearly every day's bronze and snapshot, so a
     # night with any erasure rewrites most of the history's files, and Arrow's work releases the GIL. A
@@ -56,6 +58,22 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
         removed["quarantine"] += _purge_quarantine(keys, settings)
         removed["text_files"] += _scrub_text(keys, settings)
     return {zone: n for zone, n in sorted(removed.items()) if n}
+
+
+def _remove_abandoned_copies(settings: Settings) -> None:
+    """Delete the copies killed writers left: they hold other people's rows where no erasure looks, and
+    DuckDB's, cut short, are not readable Parquet. Millet's own, whose writer is gone (abandoned_copies),
+    and DuckDB's beside the files dbt writes, all of them: no dbt runs while a night removes people (its
+    erasures come before its build, and one night runs at a time)."""
+    for path in [*abandoned_copies(settings.root), *duckdb_copies(settings)]:
+        path.unlink(missing_ok=True)
+
+
+def duckdb_copies(settings: Settings) -> list[Path]:
+    """What DuckDB's COPY was writing under the folders dbt writes to, before renaming it over its file
+    (`use_tmp_file`, dbt_project.yml): `tmp_<file>` beside the file; there after a kill only."""
+    folders = (settings.state_dir, settings.snapshots_dir, settings.reconciliation_dir)
+    return [path for folder in folders for path in sorted(folder.rglob(f"{DUCKDB_COPY_PREFIX}*.parquet"))]
 
 
 def _usable_cpus() -> int:

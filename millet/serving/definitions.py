@@ -14,6 +14,7 @@ from feast.data_format import ParquetFormat
 from feast.types import Float32, Int32
 
 from millet.feature_spec import Family, Feature, all_features, families
+from millet.ingest.partition import PART_FILE
 from millet.settings import get_settings
 
 FEAST_DTYPE = {"int32": Int32, "float32": Float32}
@@ -53,6 +54,13 @@ def _snapshot_source(fam: Family, snapshots_dir: Path) -> FileSource:
         tags={"dbt_model": fam.model},
         owner=OWNER,
     )
+
+
+def source_files(path: str) -> str:
+    """The files of a snapshot source at `path` (a folder of dt=<day> partitions, or one Parquet file), as
+    a glob: each day's part-0.parquet, not anything else that ends in .parquet there, such as the copy
+    DuckDB leaves of a file it was killed writing (dbt_project.yml's use_tmp_file)."""
+    return path if path.endswith(".parquet") else f"{path}/dt=*/{PART_FILE}"
 
 
 @cache

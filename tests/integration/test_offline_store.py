@@ -48,10 +48,10 @@ def _snapshots(root):
             }), folder / "part-0.parquet")
 
 
-def _objects(root, created: bool = False):
+def _objects(root, created: bool = False, online: bool = False):
     user = Entity(name="user", join_keys=["user_key"], value_type=ValueType.STRING)
     views = [FeatureView(
-        name=view, entities=[user], ttl=TTL, online=False,
+        name=view, entities=[user], ttl=TTL, online=online,
         schema=[Field(name=f"{view}_n", dtype=Int32), Field(name=f"{view}_x", dtype=Float32)],
         source=FileSource(name=view, path=str(root / view), file_format=ParquetFormat(),
                           timestamp_field="event_timestamp",
@@ -60,12 +60,13 @@ def _objects(root, created: bool = False):
     return [user, *views, FeatureService(name="both_views", features=views)]
 
 
-def _store(tmp_path, name: str, offline_store: str, objects) -> FeatureStore:
+def _store(tmp_path, name: str, offline_store: str, objects, online=None,
+           batch_engine="local") -> FeatureStore:
     work = tmp_path / name
     work.mkdir()
     store = FeatureStore(config=RepoConfig(
         project="offline_test", provider="local", registry=str(work / "registry.db"),
-        online_store={"type": "sqlite", "path": str(work / "online.db")},
+        online_store=online or {"type": "sqlite", "path": str(work / "online.db")}, batch_engine=batch_engine,
         offline_store={"type": offline_store}, entity_key_serialization_version=3, repo_path=str(work)))
     store.apply(objects)
     return store
@@ -163,3 +164,35 @@ def test_a_snapshot_rewritten_between_the_match_and_the_fetch_is_refused_not_mis
     job = store.get_historical_features(entity_df=_labels(), features=store.get_feature_service("both_views"))
     with pytest.raises(SnapshotChanged, match="changed while the training set was read"):
         job.to_arrow()
+
+
+def _leave_a_killed_copy(root) -> None:
+    """What DuckDB's COPY leaves beside a snapshot when the build writing it is killed (dbt_project.yml's
+    use_tmp_file): `tmp_part-0.parquet`, cut short, so not readable Parquet."""
+    for view in ("alpha", "beta"):
+        folder = root / view / f"dt={DAY2.date()}"
+        whole = (folder / "part-0.parquet").read_bytes()
+        (folder / "tmp_part-0.parquet").write_bytes(whole[: len(whole) // 2])
+
+
+def test_a_copy_left_by_a_killed_build_is_read_neither_for_training_nor_for_serving(tmp_path):
+    """Mutation that fails it: either reader globbing every *.parquet under the source (DuckDB refuses the
+    cut-short copy: 'No magic bytes')."""
+    _snapshots(tmp_path / "snapshots")
+    objects = _objects(tmp_path / "snapshots", online=True)
+    expected = _store(tmp_path, "before", OFFLINE_STORE, objects).get_historical_features(
+        entity_df=_labels(), features=[f"{view}:{view}_n" for view in ("alpha", "beta")]).to_arrow()
+    _leave_a_killed_copy(tmp_path / "snapshots")
+
+    store = _store(tmp_path, "after", OFFLINE_STORE, objects)
+    training = store.get_historical_features(entity_df=_labels(),
+                                             features=[f"{view}:{view}_n" for view in ("alpha", "beta")])
+    assert training.to_arrow().equals(expected)
+
+    served = _store(tmp_path, "served", OFFLINE_STORE, objects, online={
+        "type": "millet.serving.online.stores.PackedSqliteOnlineStore", "path": str(tmp_path / "packed.db")},
+        batch_engine={"type": "millet.serving.online.engine.SnapshotMaterializationEngine"})
+    served.materialize(DAY1 - US, DAY2 + US)
+    online = served.get_online_features(features=["alpha:alpha_n", "beta:beta_n"],
+                                        entity_rows=[{"user_key": "both"}, {"user_key": "first"}]).to_dict()
+    assert (online["alpha_n"], online["beta_n"]) == ([3, 2], [11, None])  # both's DAY2 row, first's DAY1

@@ -32,6 +32,7 @@ from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineS
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from pydantic import Field
 
+from millet.serving.definitions import source_files
 from millet.settings import declared_duckdb_config
 
 ROW = "__millet_row"  # the entity row's position, to return rows in the entity frame's order
@@ -102,7 +103,7 @@ class _ViewJoin:
         self.names = [f"{base}__{f}" if full_feature_names else f for f in self.features]
         self.keys = fv.projection.join_key_map or {e.name: e.name for e in fv.entity_columns}
         path = fv.batch_source.path
-        self.files = _literal(path if path.endswith(".parquet") else f"{path}/**/*.parquet")
+        self.files = _literal(source_files(path))
         self.timestamp = _quote(fv.batch_source.timestamp_field)
         self.ttl = fv.ttl
 

@@ -22,6 +22,7 @@ from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import Field
 
+from millet.serving.definitions import source_files
 from millet.serving.online.rowcodec import pack_columns
 from millet.serving.online.stores import (
     PackedOnlineStore,
@@ -114,7 +115,7 @@ def _latest_rows(view: FeatureView, join_key: str, layout, start: datetime, end:
     # only partitions dt in [start - 1 day, end] can hold rows stamped in [start, end).
     sql = f"""
         select {columns}
-        from read_parquet({literal(source.path + '/*/*.parquet')}, hive_partitioning = true)
+        from read_parquet({literal(source_files(source.path))}, hive_partitioning = true)
         where dt between {literal(_day(start - timedelta(days=1)))} and {literal(_day(end))}
           and {ident(stamp)} >= {literal(_utc(start))} and {ident(stamp)} < {literal(_utc(end))}
         qualify row_number() over (partition by {ident(join_key)} order by {ident(stamp)} desc) = 1
