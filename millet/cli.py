@@ -234,6 +234,7 @@ def training_set_command(
     """A point-in-time-correct training frame: each label row with the features known at its timestamp."""
     import pyarrow.parquet as pq
 
+    from millet.files import replacing
     from millet.serving.offline.training import BadLabels, training_table
 
     try:
@@ -243,7 +244,8 @@ def training_set_command(
     if out is None:
         out = get_settings().training_dir / f"{service}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
+    with replacing(Path(out)) as copy:
+        pq.write_table(table, copy)
     typer.echo(f"wrote {out}: {table.num_rows:,} label rows × {table.num_columns - 2:,} columns ({service})")
 
 

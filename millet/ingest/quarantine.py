@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from millet.contracts.base import Contract
+from millet.files import write_bytes
 from millet.ingest.pseudonymise import KeyChain
 from millet.sqltext import ident, literal
 
@@ -101,7 +102,7 @@ def quarantine_file(path: Path, folder: Path, sealer: Sealer, channel: str, day:
     """An unreadable landing file, sealed whole into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (path.name + SEALED_SUFFIX)
-    target.write_bytes(sealer.seal(path.read_bytes(), channel, day, path.name))
+    write_bytes(target, sealer.seal(path.read_bytes(), channel, day, path.name))
     return target
 
 

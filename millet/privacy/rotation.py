@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from millet.ingest.pseudonymise import KeyChain
 from millet.ingest.quarantine import MASKED_USER_KEY as _MASKED_KEY
 from millet.ingest.quarantine import SEALED_SUFFIX, Sealer, line_place
-from millet.privacy.zones import TEXT_SUFFIXES, compact_warehouse
+from millet.privacy.zones import TEXT_SUFFIXES, compact_warehouse, remove_abandoned_copies
 from millet.settings import Settings, read_keyring, read_or_create_keyring, write_private
 
 _KEY = rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])"  # a user_key as it appears in text
@@ -60,6 +60,7 @@ def rotate_key(settings: Settings, on_rewrite: Rewrite | None = None) -> dict:
     summary = {"files": 0, "warehouse_tables": 0, "republished_day": None}
     if keys[-1] != new:  # else: everything was done, and only the clean-up below was interrupted
         link, work_journal = KeyChain([new]), Journal(work / "journal.jsonl", settings.root, on_rewrite)
+        remove_abandoned_copies(settings)  # rows under old keys no re-keying would reach
         stored = _stored_keys(settings, work)
         summary["files"] = _rekey_files(settings, link, Sealer(keys[-1]), Sealer(new), stored, work_journal)
         summary["warehouse_tables"] = _rekey_warehouse(settings, link)

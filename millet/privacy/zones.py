@@ -13,11 +13,14 @@ logs, manifests) have the key replaced by `[erased]`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,12 +28,14 @@ import pyarrow.parquet as pq
 
 from millet.contracts import all_contracts, contracts
 from millet.feature_spec import families
-from millet.files import abandoned_copies, replacing, sync, write_bytes
+from millet.files import abandoned_copies, duckdb_copies, replacing, sync, write_bytes
 from millet.locks import try_lock
 from millet.settings import Settings
 from millet.sqltext import ident, literal
 
-DUCKDB_COPY_PREFIX = "tmp_"  # DuckDB's name for the copy its COPY writes first
+if TYPE_CHECKING:
+    import duckdb  # imported where used: erasing from files alone does not load it
+
 TEXT_SUFFIXES = (".json", ".jsonl", ".html", ".log", ".txt", ".csv", ".md", ".yml", ".yaml")
 ERASED = b"[erased]"
 
@@ -44,15 +49,17 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
     """Remove the people with these user_keys from every zone `scope` covers; rows removed per zone. The
     warehouse's rows are deleted: compact_warehouse then removes them from the file."""
     removed: Counter = Counter()
-    _remove_abandoned_copies(settings)
-    files = _parquet_files(scope, settings)
-    # One file per core at a time: an active person is in nearly every day's bronze and snapshot, so a
-    # night with any erasure rewrites most of the history's files, and Arrow's work releases the GIL. A
-    # file in flight holds one row group (about 0.5 GB for the widest snapshot's, whatever the users).
-    with ThreadPoolExecutor(max_workers=_usable_cpus()) as pool:
-        for path, count in zip(files, pool.map(lambda path: drop_rows(path, keys), files), strict=True):
-            removed[path.relative_to(settings.root).parts[0]] += count
-    removed["warehouse"] += _purge_warehouse(keys, scope, settings)
+    with no_build_running(settings) as warehouse:  # none writes the files while they are rewritten
+        _remove_copies_of_the_gone(settings)
+        files = _parquet_files(scope, settings)
+        # One file per core at a time: an active person is in nearly every day's bronze and snapshot, so a
+        # night with any erasure rewrites most of the history's files, and Arrow's work releases the GIL.
+        # A file in flight holds one row group (about 0.5 GB for the widest snapshot's, whatever the users).
+        with ThreadPoolExecutor(max_workers=_usable_cpus()) as pool:
+            for path, count in zip(files, pool.map(lambda path: drop_rows(path, keys), files), strict=True):
+                removed[path.relative_to(settings.root).parts[0]] += count
+        if warehouse:
+            removed["warehouse"] += _purge_warehouse(warehouse, keys, scope)
     removed["online_store"] += _purge_online_store(keys, scope, settings)
     if scope is Scope.EVERYTHING:
         removed["quarantine"] += _purge_quarantine(keys, settings)
@@ -60,20 +67,46 @@ def purge(keys: set[str], scope: Scope, settings: Settings) -> dict[str, int]:
     return {zone: n for zone, n in sorted(removed.items()) if n}
 
 
-def _remove_abandoned_copies(settings: Settings) -> None:
-    """Delete the copies killed writers left: they hold other people's rows where no erasure looks, and
-    DuckDB's, cut short, are not readable Parquet. Millet's own, whose writer is gone (abandoned_copies),
-    and DuckDB's beside the files dbt writes, all of them: no dbt runs while a night removes people (its
-    erasures come before its build, and one night runs at a time)."""
-    for path in [*abandoned_copies(settings.root), *duckdb_copies(settings)]:
+class BuildRunning(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def no_build_running(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """The warehouse open for writing, which DuckDB allows one process at a time, and which every dbt build
+    holds from its first model to its end: while it is held, no build writes (one that starts fails, and
+    Airflow retries it). None where there is no warehouse yet: no build has run. BuildRunning if a build
+    holds it now."""
+    import duckdb
+
+    if not settings.warehouse_path.exists():
+        yield None
+        return
+    try:
+        con = duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config())
+    except duckdb.IOException as exc:
+        raise BuildRunning(f"another process holds the warehouse (a dbt build?): {exc}; run this again "
+                           "when it has ended") from exc
+    with con:
+        yield con
+
+
+def remove_abandoned_copies(settings: Settings) -> list[Path]:
+    """Delete the copies killed writers left under the data root; returns them. No build may run meanwhile
+    (BuildRunning)."""
+    with no_build_running(settings):
+        return _remove_copies_of_the_gone(settings)
+
+
+def _remove_copies_of_the_gone(settings: Settings) -> list[Path]:
+    """Millet's copies whose writer is gone (abandoned_copies) and DuckDB's beside the files dbt writes,
+    the caller holding the warehouse (so no build is writing them). They hold other people's rows where no
+    erasure, or key rotation, looks; DuckDB's, cut short, are not readable Parquet."""
+    gone = [*abandoned_copies(settings.root),
+            *duckdb_copies([settings.state_dir, settings.snapshots_dir, settings.reconciliation_dir])]
+    for path in gone:
         path.unlink(missing_ok=True)
-
-
-def duckdb_copies(settings: Settings) -> list[Path]:
-    """What DuckDB's COPY was writing under the folders dbt writes to, before renaming it over its file
-    (`use_tmp_file`, dbt_project.yml): `tmp_<file>` beside the file; there after a kill only."""
-    folders = (settings.state_dir, settings.snapshots_dir, settings.reconciliation_dir)
-    return [path for folder in folders for path in sorted(folder.rglob(f"{DUCKDB_COPY_PREFIX}*.parquet"))]
+    return gone
 
 
 def _usable_cpus() -> int:
@@ -121,7 +154,12 @@ def _families_kept_by_law() -> set[str]:
 
 def drop_rows(path: Path, keys: set[str]) -> int:
     """Rewrite the Parquet file at `path` without the rows whose user_key is one of `keys`."""
-    with pq.ParquetFile(path) as file:
+    try:
+        file = pq.ParquetFile(path)
+    except pa.ArrowInvalid as exc:
+        raise pa.ArrowInvalid(f"{path} is not readable Parquet ({exc}): no one can be removed from it; "
+                              "restore it, or delete it if it is not Millet's") from exc
+    with file:
         if "user_key" not in file.schema_arrow.names:
             return 0
         wanted = pa.array(sorted(keys), pa.string())
@@ -150,22 +188,17 @@ def _replace(path: Path, table: pa.Table, schema: pa.Schema) -> None:
         pq.write_table(table.cast(schema), copy, compression="zstd")
 
 
-def _purge_warehouse(keys: set[str], scope: Scope, settings: Settings) -> int:
-    import duckdb
-
-    if not settings.warehouse_path.exists():
-        return 0
+def _purge_warehouse(con: duckdb.DuckDBPyConnection, keys: set[str], scope: Scope) -> int:
     prefixes = tuple(f"int_{channel}__" for channel in _erased_channels(scope))
     removed = 0
-    with duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config()) as con:
-        tables = con.sql("select c.table_schema, c.table_name from information_schema.columns c "
-                         "join information_schema.tables t using (table_catalog, table_schema, table_name) "
-                         "where c.column_name = 'user_key' and t.table_type = 'BASE TABLE'").fetchall()
-        for schema, table in tables:
-            if table.startswith(prefixes):
-                name = f'"{schema}"."{table}"'
-                removed += con.execute(f"delete from {name} where user_key in (select unnest($keys))",
-                                       {"keys": sorted(keys)}).fetchone()[0]
+    tables = con.sql("select c.table_schema, c.table_name from information_schema.columns c "
+                     "join information_schema.tables t using (table_catalog, table_schema, table_name) "
+                     "where c.column_name = 'user_key' and t.table_type = 'BASE TABLE'").fetchall()
+    for schema, table in tables:
+        if table.startswith(prefixes):
+            name = f'"{schema}"."{table}"'
+            removed += con.execute(f"delete from {name} where user_key in (select unnest($keys))",
+                                   {"keys": sorted(keys)}).fetchone()[0]
     return removed
 
 

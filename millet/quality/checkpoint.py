@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millet.feature_spec import Family, families
-from millet.files import write_text
+from millet.files import replacing, write_text
 from millet.ingest.partition import PART_FILE, partition_dir
 from millet.quality.drift import feature_drift
 from millet.quality.gx import GxProject
@@ -80,7 +80,8 @@ def _keep_drift(drift: dict[str, pa.Table], day: str | date, settings: Settings)
               for name, t in drift.items()]
     path = drift_path(day, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.concat_tables(tables), path)
+    with replacing(path) as copy:
+        pq.write_table(pa.concat_tables(tables), copy)
 
 
 def _run_checkpoint(project: GxProject, family: str, drift: pa.Table, config: dict, severity: dict[str, str],

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from millet.alerts import report_path
 from millet.charts import bars, hbars, page, section
 from millet.contracts import contracts
+from millet.files import write_text
 from millet.quality.checkpoint import drift_path
 from millet.settings import Settings, get_settings
 from millet.transform import reconciliation_path
@@ -35,7 +36,7 @@ def write_report(day: str | date, settings: Settings | None = None) -> Path:
     ]
     path = report_path(day, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page(f"Millet data quality, {day}", sections))
+    write_text(path, page(f"Millet data quality, {day}", sections))
     return path
 
 

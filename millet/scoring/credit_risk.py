@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from millet.files import replacing
 from millet.scoring import registry
 from millet.scoring.fitting import (
     GBM_PARAMS,
@@ -89,7 +90,8 @@ def train_credit_risk(settings: Settings, rows: TrainingRows | None = None) -> d
     version = registry.new_version(MODEL, settings)
     gbm.save_model(str(version / "model.txt"))
     registry.write_meta(version, meta | {"version": version.name, "scorecard": card.to_dict()})
-    pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), version / SCORES_FILE)
+    with replacing(version / SCORES_FILE) as copy:
+        pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), copy)
     report = write_report(version, SCORES_FILE)
     if meta["passed"]:
         registry.serve(version)

@@ -33,7 +33,7 @@ def new_version(model: str, settings: Settings) -> Path:
 
 
 def write_meta(version: Path, meta: dict) -> None:
-    (version / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(version / META, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_meta(version: Path) -> dict:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from sklearn.metrics import roc_curve
 
 from millet.charts import hbars, lines, page, section, table
+from millet.files import write_text
 from millet.scoring import registry
 from millet.scoring.labels import DEFAULT_LABEL, ORACLE
 from millet.scoring.metrics import PSI_BINS
@@ -43,7 +44,7 @@ def write_report(version: Path, scores_file: str) -> Path:
                              "(&lt; 0.1 stable, 0.1–0.25 watch, &gt; 0.25 act)</p>"),
     ]
     path = version / REPORT
-    path.write_text(page(f"Millet {meta['model']} {meta['version']}", sections))
+    write_text(path, page(f"Millet {meta['model']} {meta['version']}", sections))
     return path
 
 

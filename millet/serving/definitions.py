@@ -57,10 +57,12 @@ def _snapshot_source(fam: Family, snapshots_dir: Path) -> FileSource:
 
 
 def source_files(path: str) -> str:
-    """The files of a snapshot source at `path` (a folder of dt=<day> partitions, or one Parquet file), as
-    a glob: each day's part-0.parquet, not anything else that ends in .parquet there, such as the copy
-    DuckDB leaves of a file it was killed writing (dbt_project.yml's use_tmp_file)."""
-    return path if path.endswith(".parquet") else f"{path}/dt=*/{PART_FILE}"
+    """The files of a Parquet source at `path`, as a glob. In the snapshots' layout (dt=<day> folders),
+    each day's part-0.parquet only: not the copy DuckDB leaves beside it when a build writing it is killed
+    (dbt_project.yml's use_tmp_file), which is cut short. Any other folder: every Parquet file in it."""
+    if path.endswith(".parquet"):
+        return path
+    return f"{path}/dt=*/{PART_FILE}" if any(Path(path).glob(f"dt=*/{PART_FILE}")) else f"{path}/**/*.parquet"
 
 
 @cache

@@ -2,20 +2,29 @@
 leave: Millet's own, and DuckDB's of the files dbt writes."""
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from millet.files import abandoned_copies, replacing, write_bytes
+from millet.files import (
+    FOREIGN_COPY_IDLE_S,
+    abandoned_copies,
+    copy_path,
+    duckdb_copies,
+    replacing,
+    write_bytes,
+)
 from millet.ingest.partition import PART_FILE
-from millet.privacy.zones import Scope, duckdb_copies, purge
+from millet.privacy.zones import BuildRunning, Scope, purge
 from millet.settings import REPO_ROOT, Settings
 from tests.e2e.processes import poll
 
@@ -28,6 +37,17 @@ with replacing(Path(sys.argv[1])) as copy:
     copy.write_bytes(b"half of the new content")
     print("writing", flush=True)
     sys.stdin.readline()
+"""
+
+# Holds the warehouse (argv[1]) open for writing, as a dbt build does from its first model to its end,
+# and says so by creating argv[2].
+BUILD = """
+import sys
+from pathlib import Path
+import duckdb
+con = duckdb.connect(sys.argv[1])
+Path(sys.argv[2]).touch()
+sys.stdin.readline()
 """
 
 # A COPY as dbt's external materialization runs it, with the project's write options (argv[2]); its rows
@@ -62,12 +82,6 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
-def _dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True, timeout=60)
-    return int(done.stdout)
-
-
 def test_a_failed_write_leaves_the_file_and_no_copy(tmp_path):
     path = tmp_path / "list.parquet"
     path.write_bytes(b"old")
@@ -79,13 +93,16 @@ def test_a_failed_write_leaves_the_file_and_no_copy(tmp_path):
 
 
 def test_a_private_file_is_never_readable_by_others(tmp_path):
-    """Mutation that fails it: the copy made by write_bytes (umask 022: readable by all) and chmod after."""
+    """Mutations that fail it: the copy made by write_bytes (umask 022: readable by all) and chmod after;
+    a copy of the same name left readable by all keeping its mode."""
     path = tmp_path / "keyring"
     old_umask = os.umask(0o022)
     try:
         with replacing(path, private=True) as copy:
             assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and copy.stat().st_size == 0
             copy.write_bytes(b"secret")
+        copy.write_bytes(b"left by a writer whose pid and thread this one has now")
+        copy.chmod(0o644)
         write_bytes(path, b"secret 2", private=True, durable=True)
     finally:
         os.umask(old_umask)
@@ -105,15 +122,46 @@ def test_a_killed_writer_leaves_the_old_file_and_a_copy_found_once_it_is_gone(tm
         _kill(proc)
     assert path.read_bytes() == b"old"
     assert abandoned_copies(tmp_path) == [copy]
-    assert f".{proc.pid}." in copy.name
+    assert copy == copy_path(path, pid=proc.pid, thread=_thread(copy))
+
+
+def _thread(copy: Path) -> int:
+    return int(copy.name.removesuffix(".tmp").rsplit(".", 1)[1])
+
+
+def _exited_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True, timeout=60)
+    return int(done.stdout)
+
+
+def test_a_copy_is_abandoned_only_when_its_writer_cannot_be_running(tmp_path):
+    """A running process with the copy's pid wrote it unless it started after the copy last changed (the
+    pid was taken again); a pid of another host or container says nothing here, so its copy is judged by
+    how long it has not changed. Mutations that fail it: pid reuse not noticed; another host's pid looked
+    up here; another host's copies never abandoned."""
+    started = psutil.Process().create_time()
+    mine = copy_path(tmp_path / "a.parquet")  # this process: running
+    reused = copy_path(tmp_path / "b.parquet")  # this pid, but written before this process started
+    # pids of another host or container: one that runs nowhere here, one that runs here too (init)
+    foreign = copy_path(tmp_path / "c.parquet", where="0123abcd-4026531999", pid=_exited_pid())
+    foreign_idle = copy_path(tmp_path / "d.parquet", where="0123abcd-4026531999", pid=1)
+    rotation_journal = tmp_path / ".e.parquet.rekey.tmp"  # not this module's: never taken
+    for path in (mine, reused, foreign, foreign_idle, rotation_journal):
+        path.write_bytes(b"rows")
+    os.utime(reused, (started - 3600, started - 3600))
+    idle = started - FOREIGN_COPY_IDLE_S - 60
+    for path in (foreign_idle, rotation_journal):
+        os.utime(path, (idle, idle))
+
+    assert abandoned_copies(tmp_path) == sorted([reused, foreign_idle])
 
 
 def test_a_killed_duckdb_copy_leaves_no_file_and_a_copy_an_erasure_finds(tmp_path):
     """dbt's COPY with the project's write options: killed while it writes a day's first file, it leaves no
     half file where the file goes, and its copy where duckdb_copies looks. Mutation that fails it:
     use_tmp_file dropped from dbt_project.yml (DuckDB then writes a new file in place)."""
-    settings = Settings(data_root=tmp_path, pseudonym_key="k")
-    path = settings.snapshots_dir / "device" / "dt=2026-03-01" / PART_FILE
+    path = tmp_path / "snapshots" / "device" / "dt=2026-03-01" / PART_FILE
     path.parent.mkdir(parents=True)
     project = yaml.safe_load((REPO_ROOT / "dbt_project" / "dbt_project.yml").read_text())
     options = {"format": "parquet", **project["models"]["millet"]["+options"]}
@@ -121,7 +169,7 @@ def test_a_killed_duckdb_copy_leaves_no_file_and_a_copy_an_erasure_finds(tmp_pat
     proc = _run_until(DUCKDB_WRITER, str(path), rendered, started=lambda: any(path.parent.iterdir()))
     _kill(proc)
     assert not path.exists()
-    assert duckdb_copies(settings) == list(path.parent.iterdir())
+    assert duckdb_copies([tmp_path / "snapshots"]) == list(path.parent.iterdir())
 
 
 def _parquet(path: Path, keys: list[str]) -> None:
@@ -138,17 +186,40 @@ def test_an_erasure_removes_the_copies_killed_writers_left_and_no_writers_copy(t
     snapshot = settings.snapshots_dir / "device" / "dt=2026-03-01" / PART_FILE
     for path in (bronze, snapshot):
         _parquet(path, ["forgotten", "other"])
-    abandoned = bronze.with_name(f".{PART_FILE}.{_dead_pid()}.1.tmp")
-    _parquet(abandoned, ["other"])
-    running = bronze.with_name(f".{PART_FILE}.{os.getpid()}.1.tmp")  # this process writes it
-    _parquet(running, ["other"])
+    proc = _run_until(MILLET_WRITER, str(bronze), started=lambda: any(bronze.parent.glob(".*.tmp")))
+    _kill(proc)
+    (abandoned,) = bronze.parent.glob(".*.tmp")
     cut_short = snapshot.with_name(f"tmp_{PART_FILE}")
     cut_short.write_bytes(snapshot.read_bytes()[:40])
+    tomorrow = settings.bronze_dir / "commerce" / "dt=2026-03-02" / PART_FILE
+    tomorrow.parent.mkdir()
+    with replacing(tomorrow) as running:  # a writer that runs while the erasure does
+        _parquet(running, ["other"])
 
-    removed = purge({"forgotten"}, Scope.EVERYTHING, settings)
+        removed = purge({"forgotten"}, Scope.EVERYTHING, settings)
 
-    assert removed == {"bronze": 1, "snapshots": 1}
-    assert sorted(p.name for p in bronze.parent.iterdir()) == sorted([PART_FILE, running.name])
-    assert [p.name for p in snapshot.parent.iterdir()] == [PART_FILE]
-    for path in (bronze, snapshot):
+        assert removed == {"bronze": 1, "snapshots": 1}
+        assert sorted(bronze.parent.iterdir()) == [bronze] and running.exists()
+    assert sorted(snapshot.parent.iterdir()) == [snapshot] and not abandoned.exists()
+    for path in (bronze, snapshot, tomorrow):
         assert pq.read_table(path).column("user_key").to_pylist() == ["other"]
+
+
+def test_an_erasure_is_refused_while_a_build_holds_the_warehouse(tmp_path):
+    """DuckDB's copies are deleted whoever made them, which is safe only while no build writes: the
+    erasure holds the warehouse, as every build does, or refuses before it touches a file. Mutation that
+    fails it: the copies swept without holding the warehouse."""
+    settings = Settings(data_root=tmp_path, pseudonym_key="k")
+    snapshot = settings.snapshots_dir / "device" / "dt=2026-03-01" / PART_FILE
+    _parquet(snapshot, ["forgotten", "other"])
+    in_flight = snapshot.with_name(f"tmp_{PART_FILE}")
+    shutil.copy(snapshot, in_flight)
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    holding = tmp_path / "holding"
+    proc = _run_until(BUILD, str(settings.warehouse_path), str(holding), started=holding.exists)
+    try:
+        with pytest.raises(BuildRunning, match="another process holds the warehouse"):
+            purge({"forgotten"}, Scope.EVERYTHING, settings)
+    finally:
+        _kill(proc)
+    assert in_flight.exists() and pq.read_table(snapshot).num_rows == 2

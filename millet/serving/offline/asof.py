@@ -32,6 +32,7 @@ from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineS
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from pydantic import Field
 
+from millet.files import replacing
 from millet.serving.definitions import source_files
 from millet.settings import declared_duckdb_config
 
@@ -215,7 +216,8 @@ class AsofRetrievalJob(RetrievalJob):
             path = Path(self._config.repo_path) / path
         if path.exists() and not allow_overwrite:
             raise SavedDatasetLocationAlreadyExists(location=str(path))
-        pq.write_table(self.to_arrow(), path)
+        with replacing(path) as copy:
+            pq.write_table(self.to_arrow(), copy)
 
 
 def in_row_order(table: pa.Table, column: str) -> pa.Table:
