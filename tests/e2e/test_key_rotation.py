@@ -18,12 +18,14 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from millet.files import copy_path
 from millet.ingest import ingest_channel_day
 from millet.ingest.partition import PART_FILE
 from millet.ingest.quarantine import Sealer, unsealed_lines
@@ -40,6 +42,7 @@ _HEX32 = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 
 
 notes: dict = {}  # text written into the copy before its rotation → what it said
+killed_copies: list = []  # copies left by killed writers before the rotation
 
 
 class Interrupted(Exception):
@@ -50,6 +53,7 @@ class Interrupted(Exception):
 def rotation(nightly, tmp_path_factory):
     """(original settings, rotated copy's settings, the new key, the original's user_keys)."""
     notes.clear()
+    killed_copies.clear()
     base = tmp_path_factory.mktemp("rotation")
     shutil.copytree(nightly.root, base / "data")
     secrets = base / "secrets"
@@ -64,6 +68,15 @@ def rotation(nightly, tmp_path_factory):
     note.parent.mkdir(exist_ok=True)
     note.write_text(json.dumps({"borrowers": sorted(stored)[:3], "run_id": "0123456789abcdef" * 2}))
     notes[note] = note.read_text()
+    # What killed writers left: a bronze file's copy under the old keys (its writer, a process that has
+    # exited), and DuckDB's copy of a snapshot, cut short. Neither may outlive the rotation.
+    bronze = next((copy.bronze_dir / "payments").glob(f"dt=*/{PART_FILE}"))
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                            text=True, check=True, timeout=60)
+    killed_copies.extend([copy_path(bronze, pid=int(exited.stdout)),
+                          next(copy.snapshots_dir.glob(f"*/dt=*/{PART_FILE}")).with_name(f"tmp_{PART_FILE}")])
+    killed_copies[0].write_bytes(bronze.read_bytes())
+    killed_copies[1].write_bytes(killed_copies[1].with_name(PART_FILE).read_bytes()[:100])
 
     seen = []
 
@@ -107,6 +120,12 @@ def test_the_keyring_holds_both_keys_privately_and_nothing_is_left_of_the_rotati
     with duckdb.connect(str(copy.warehouse_path), read_only=True) as con:
         left = con.sql("select * from information_schema.tables where table_name like '%rotation%'")
         assert not left.fetchall()
+
+
+def test_the_copies_killed_writers_left_are_gone_not_left_under_the_old_keys(rotation):
+    """Mutation that fails it: no sweep before the rotation (the cut-short copy fails it, and the other
+    keeps the old keys where nothing re-keys them)."""
+    assert len(killed_copies) == 2 and not any(path.exists() for path in killed_copies)
 
 
 def test_no_old_user_key_is_left_anywhere_millet_writes(rotation):

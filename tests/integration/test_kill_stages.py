@@ -382,13 +382,19 @@ def test_a_registry_write_killed_midway_leaves_the_old_registry_or_the_new_one(t
             writer = int(server.stdout.readline())
             while not path.exists():  # the first round: until one registry is whole
                 time.sleep(POLL_S)
-            time.sleep(rng.uniform(0.0, 0.1))  # when to strike, not synchronisation
+            # Strike while this writer's copy is being written (a write takes milliseconds, and on a busy
+            # machine a blind strike can miss every one): as soon as it is seen, give or take a moment.
+            copies = f".registry.db.*.{writer}.*.tmp"
+            deadline = time.monotonic() + 60
+            while not any(tmp_path.glob(copies)):
+                assert time.monotonic() < deadline, "the writer began no write in 60 s"
+            time.sleep(rng.uniform(0.0, 0.002))  # when to strike, not synchronisation
             os.kill(writer, signal.SIGKILL)
             assert server.stdout.readline().strip() == "reaped"
             registry = Registry()
             registry.ParseFromString(path.read_bytes())  # Feast's own store: DecodeError, or empty
             assert len(registry.entities) == entities
-            interrupted += bool(list(tmp_path.glob(".registry.db.*.tmp")))
+            interrupted += bool(list(tmp_path.glob(copies)))
     finally:
         _stop(server)
     assert interrupted >= 1, "no kill landed inside a write; the test proved nothing"
