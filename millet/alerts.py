@@ -19,6 +19,7 @@ import logging
 import os
 import smtplib
 import socket
+import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager, suppress
@@ -115,7 +116,7 @@ def _deliver(settings: Settings, tried: set[tuple[Path, int]], down: set[str]) -
         for path, inode in sorted(_untried_of(settings, sink, tried), key=lambda found: _queued_at(found[0])):
             tried.add((path, inode))
             try:
-                send(json.loads(path.read_text()), settings)
+                _within(settings.alert_timeout_s, send, json.loads(path.read_text()), settings)
             except Exception as exc:  # any failure of a sink: keep the alert, tell the log, carry on
                 unreachable = _unreachable(exc)
                 log.warning("alert %s not delivered to %s (%s: %s); kept in %s for the next run%s", path.stem,
@@ -127,6 +128,30 @@ def _deliver(settings: Settings, tried: set[tuple[Path, int]], down: set[str]) -
                 continue  # this alert refused: the others still go
             with suppress(OSError):  # sent: were its file not removed, the next run would send it again
                 path.unlink(missing_ok=True)
+
+
+def _within(seconds: float, send, record: dict, settings: Settings) -> None:
+    """send(record, settings), given up after `seconds` in all (TimeoutError). A socket's timeout bounds
+    each wait on its own, so a receiver that answers a byte at a time, or a name lookup that hangs, could
+    hold a night's alerting, and a failing task's callback, without end. The send goes on in a thread of
+    its own meanwhile; its alert stays queued, so a receiver that takes it late gets it again next run."""
+    outcome: list[BaseException | None] = []
+
+    def deliver() -> None:
+        try:
+            send(record, settings)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    sending = threading.Thread(target=deliver, name="millet-alert-send", daemon=True)
+    sending.start()
+    sending.join(seconds)
+    if not outcome:
+        raise TimeoutError(f"the sink had not taken the alert after {seconds:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _unreachable(exc: Exception) -> bool:

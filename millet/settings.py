@@ -142,8 +142,8 @@ class Settings(BaseSettings):
     alert_email_from: str = "millet@localhost"
     alert_email_to: str = Field("", description="Comma-separated recipients of alert e-mail.")
     alert_timeout_s: float = Field(
-        10, description="A sink that has not answered in this long is down: its alerts wait in the "
-        "outbox for the next run.")
+        10, description="A sink that has not taken an alert in this long, from looking up its name to its "
+        "answer, is down: its alerts wait in the outbox for the next run.")
 
     bank_booking_lag_days: int = Field(
         2, description="The funding bank books a repayment up to this many days after the app recorded it; "

@@ -4,11 +4,13 @@ nothing: the alert waits in the outbox and is delivered on the next run."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler
 
 from millet.alerts import Alert, alert_log, deliver_pending, raise_alerts
 from millet.settings import Settings
 from tests.conftest import TEST_KEY
-from tests.receivers import webhook_server
+from tests.receivers import http_server, webhook_server
 
 
 def _settings(tmp_path, **sinks) -> Settings:
@@ -130,10 +132,6 @@ def test_an_alert_a_sink_refuses_does_not_hold_back_the_others(tmp_path, mailbox
     """A webhook that answers 400 to one alert, and a task's error of several lines (not a valid e-mail
     subject as it stands): every other alert still goes, and that one by e-mail. Mutations that fail it:
     a sink taken for down on any failure; the subject left with its line breaks."""
-    from http.server import BaseHTTPRequestHandler
-
-    from tests.receivers import http_server
-
     taken = []
 
     class RefusesOne(BaseHTTPRequestHandler):
@@ -183,3 +181,35 @@ def test_a_finding_that_became_critical_is_a_new_alert(tmp_path, webhook):
     raise_alerts([_alert(severity="warning")], settings)
     raise_alerts([_alert(severity="critical")], settings)
     assert [webhook.next()["millet"]["severity"] for _ in range(2)] == ["warning", "critical"]
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_given_up_after_the_timeout(tmp_path):
+    """Each byte of its answer comes within the socket's timeout, so without a bound on the whole send the
+    night's alerting (and a failing task's callback) would wait for as long as it drips. Mutation that
+    fails it: the send not bounded in all (the answer ends, 200, and the alert is taken as delivered)."""
+    stop, answered = threading.Event(), threading.Event()
+
+    class Drips(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(60):  # 12 s of answer, a byte every 0.2 s: each read well within the timeout
+                if stop.wait(0.2):  # the pace of the answer, not synchronisation
+                    return
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            self.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
+            answered.set()
+
+        def log_message(self, *args):
+            pass
+
+    try:
+        with http_server(Drips) as url:
+            settings = _settings(tmp_path, alert_webhook_url=f"{url}/hook").model_copy(
+                update={"alert_timeout_s": 1.0})
+            alert = _alert()
+            assert raise_alerts([alert], settings) == {"webhook": 1}
+            assert not answered.is_set()  # given up while it was still answering: the alert still waits
+    finally:
+        stop.set()
