@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import os
 import re
@@ -20,7 +21,7 @@ import psutil
 
 # A hidden name that ends in neither .parquet nor a text suffix, so no glob of a zone's files picks it up:
 # .<file>.<where>.<pid>.<thread>.tmp, `where` naming the processes its pid is one of (see here).
-_COPY = re.compile(r"\..+\.(?P<where>[0-9a-f-]+)\.(?P<pid>\d+)\.\d+\.tmp")
+_COPY = re.compile(r"\.(?P<file>.+)\.(?P<where>[0-9a-f-]+)\.(?P<pid>\d+)\.\d+\.tmp")
 DUCKDB_COPY_PREFIX = "tmp_"  # DuckDB's COPY writes tmp_<file> beside <file>, then renames it
 # A copy made by another host or container, whose processes this one cannot see, is abandoned once it has
 # not changed for this long: no writer pauses a day between two writes to one file.
@@ -31,7 +32,11 @@ FOREIGN_COPY_IDLE_S = 86_400
 def replacing(path: Path, *, private: bool = False, durable: bool = False) -> Iterator[Path]:
     """A path to write `path`'s new content to; it replaces `path` when the block ends, and is removed if
     the block fails. `private`: the copy is readable by its owner only before anything is written to it.
-    `durable`: the content and the rename are on disk when the block ends (a power cut, not only a kill)."""
+    `durable`: the content and the rename are on disk when the block ends (a power cut, not only a kill).
+    A copy of `path` a killed writer left is removed first: it holds what `path` held, where no reader or
+    erasure looks."""
+    for stale in _abandoned_among(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"), of=path.name):
+        stale.unlink(missing_ok=True)
     copy = copy_path(path)
     try:
         if private:
@@ -72,14 +77,20 @@ def abandoned_copies(folder: Path) -> list[Path]:
     """The copies under `folder` whose writer is gone (killed before it could rename or remove them): they
     hold what their file held, where readers, and erasures, do not look. A copy whose writer may still
     run is not abandoned."""
-    return [path for path in sorted(folder.rglob(".*.tmp"))
-            if (named := _COPY.fullmatch(path.name)) and _abandoned(path, named["where"], int(named["pid"]))]
+    return _abandoned_among(sorted(folder.rglob(".*.tmp")))
 
 
 def duckdb_copies(folders: Iterable[Path]) -> list[Path]:
     """The Parquet files DuckDB's COPY was writing under `folders` and has not renamed yet: in flight, or
     left by a kill (only the caller knows which)."""
     return [path for folder in folders for path in sorted(folder.rglob(f"{DUCKDB_COPY_PREFIX}*.parquet"))]
+
+
+def _abandoned_among(paths: Iterable[Path], of: str | None = None) -> list[Path]:
+    """The copies among `paths` (of the file named `of`, if given) whose writer is gone."""
+    return [path for path in paths
+            if (named := _COPY.fullmatch(path.name)) and of in (None, named["file"])
+            and _abandoned(path, named["where"], int(named["pid"]))]
 
 
 def _abandoned(copy: Path, where: str, pid: int) -> bool:

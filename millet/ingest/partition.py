@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from millet.files import abandoned_copies, replacing
+from millet.files import replacing
 
 PART_FILE = "part-0.parquet"
 
@@ -28,8 +28,6 @@ def write_partition(
     """
     target = partition_dir(table_dir, day) / PART_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in abandoned_copies(target.parent):  # left by a writer that was killed
-        stale.unlink(missing_ok=True)
     schema = schema or data.schema
     batches = data.to_batches() if isinstance(data, pa.Table) else data
     with replacing(target, durable=True) as copy:

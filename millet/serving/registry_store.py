@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from feast.infra.registry.file import FileRegistryStore
 from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 
-from millet.files import abandoned_copies, write_bytes
+from millet.files import write_bytes
 
 
 class AtomicFileRegistryStore(FileRegistryStore):
@@ -26,6 +26,4 @@ class AtomicFileRegistryStore(FileRegistryStore):
         registry_proto.last_updated.FromDatetime(datetime.now(UTC))
         target = self._filepath
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in abandoned_copies(target.parent):  # left by a writer that was killed
-            stale.unlink(missing_ok=True)
         write_bytes(target, registry_proto.SerializeToString(), durable=True)

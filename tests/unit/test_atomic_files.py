@@ -157,6 +157,27 @@ def test_a_copy_is_abandoned_only_when_its_writer_cannot_be_running(tmp_path):
     assert abandoned_copies(tmp_path) == sorted([reused, foreign_idle])
 
 
+def test_a_write_removes_its_files_abandoned_copies_and_no_other(tmp_path):
+    """The next write of a file takes the copy of it a killed writer left (other people's rows no erasure
+    would reach), not a copy still being written nor a copy of another file in the folder. Mutations that
+    fail it: no sweep in replacing; a sweep of the whole folder; one taking a running writer's copy."""
+    path = tmp_path / "part-0.parquet"
+    path.write_bytes(b"old")
+    started = psutil.Process().create_time()
+    killed = copy_path(path, pid=_exited_pid())
+    reused = copy_path(path, thread=1)  # this pid, but written before this process started
+    running = copy_path(path, thread=2)  # another thread of this process, writing now
+    other_file = copy_path(tmp_path / "part-0.parquet.bak", pid=_exited_pid())
+    for copy in (killed, reused, running, other_file):
+        copy.write_bytes(b"rows")
+    os.utime(reused, (started - 3600, started - 3600))
+
+    write_bytes(path, b"new")
+
+    assert path.read_bytes() == b"new"
+    assert sorted(tmp_path.iterdir()) == sorted([path, running, other_file])
+
+
 def test_a_killed_duckdb_copy_leaves_no_file_and_a_copy_an_erasure_finds(tmp_path):
     """dbt's COPY with the project's write options: killed while it writes a day's first file, it leaves no
     half file where the file goes, and its copy where duckdb_copies looks. Mutation that fails it:
