@@ -453,6 +453,7 @@ def score(
 @app.command()
 def demo() -> None:
     """Simulate a small ecosystem, run the nightly DAG for consecutive days, show one borrower."""
+    from millet.orchestrate import output_to
     from millet.reporting import profile_lines, sample_borrower
     from millet.simulate import simulate as run_simulation
     from millet.simulate.faults import Faults
@@ -470,9 +471,14 @@ def demo() -> None:
     for day in days:
         _night(day, settings)
     typer.echo(f"dbt's log: {dbt_log_path(settings)}")
-    borrower = sample_borrower(days[-1], settings)
-    typer.secho(f"a sample borrower, as served online on {days[-1]}:", bold=True)
-    for line in profile_lines(borrower, settings):
+    log = settings.root / "logs" / "demo.log"
+    # Feast's own messages as it opens its store: the nights ran Airflow in this process, whose logging
+    # prints every library's records to the console from then on.
+    with output_to(log):
+        borrower = sample_borrower(days[-1], settings)
+        lines = profile_lines(borrower, settings)
+    typer.secho(f"a sample borrower, as served online on {days[-1]} (Feast's messages: {log}):", bold=True)
+    for line in lines:
         typer.echo(line)
     typer.echo(f"all of its features: millet features {borrower}; the catalog: millet docs --serve; "
                "every command: millet --help")
