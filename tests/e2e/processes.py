@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,7 +55,7 @@ def assert_nothing_left(settings: Settings, within_s: float = 60) -> None:
     deadline = time.monotonic() + within_s
     while (left := processes_of(settings)) and time.monotonic() < deadline:
         psutil.wait_procs(left, timeout=1)
-    assert not left, [" ".join(p.cmdline()[:3]) for p in left]
+    assert not left, [command_line(p)[:200] for p in left]
 
 
 # ---- `millet serve` -----------------------------------------------------------------------------------
@@ -79,11 +80,21 @@ def health(url: str) -> tuple[int, dict]:
     return answer.status_code, answer.json()
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now. Not yet (refused, reset, a first answer slower than 10 s) is no error:
+    a caller polls again."""
     try:
-        return health(url)[0] == 200
-    except requests.ConnectionError:
+        return requests.get(url, timeout=10).status_code == 200
+    except requests.RequestException:
         return False
+
+
+def command_line(process: psutil.Process) -> str:
+    """`process`'s command line, or "" if it has ended meanwhile (services start and reap children)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 @contextmanager
@@ -96,7 +107,8 @@ def millet_serve(settings):
                                 env={**os.environ, **settings.millet_environ()},
                                 stdout=subprocess.DEVNULL, stderr=log)
         try:
-            poll(lambda: _answers(url), "the server to come up healthy", 60, died=lambda: _exited(proc, log))
+            poll(lambda: answers(f"{url}/health"), "the server to come up healthy", 60,
+                 died=lambda: _exited(proc, log))
             yield url
         finally:
             stop_process(proc)
@@ -109,10 +121,19 @@ def _exited(proc: subprocess.Popen, log) -> str | None:
     return f"it exited with {proc.returncode}: {log.read()[-3000:]}"
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s`: `proc`, or its process group (`group`; it was started in
+    a session of its own). A process or group already gone is no error: the test's own failure shows."""
+    def signal_it(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+
+    signal_it(signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        signal_it(signal.SIGKILL)
         proc.wait(timeout=10)

@@ -16,11 +16,10 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
-import requests
 
 from millet.serving.definitions import SERVICES, service_features
 from tests.chromium import chromium, render
-from tests.e2e.processes import MILLET, free_port, poll
+from tests.e2e.processes import MILLET, answers, command_line, free_port, poll
 
 SETTLE_MS = 20_000  # virtual time for the single-page apps to fetch their JSON and draw
 
@@ -35,7 +34,7 @@ def catalog(settings, log_path) -> Iterator[tuple[str, str]]:
         docs, ui = f"http://127.0.0.1:{docs_port}", f"http://127.0.0.1:{ui_port}"
         children: list[psutil.Process] = []
         try:
-            poll(lambda: _answers(f"{docs}/static_index.html") and _answers(f"{ui}/"), "the catalog", 300,
+            poll(lambda: answers(f"{docs}/static_index.html") and answers(f"{ui}/"), "the catalog", 300,
                  died=lambda: process.poll() is not None and (log.seek(0) or log.read()[-3000:]))
             children = psutil.Process(process.pid).children(recursive=True)
             yield docs, ui
@@ -47,14 +46,7 @@ def catalog(settings, log_path) -> Iterator[tuple[str, str]]:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
     _, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, f"left running after the command stopped: {[p.cmdline()[:3] for p in alive]}"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=10).status_code == 200
-    except requests.ConnectionError:
-        return False
+    assert not alive, f"left running after the command stopped: {[command_line(p)[:200] for p in alive]}"
 
 
 @pytest.mark.e2e

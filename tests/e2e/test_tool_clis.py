@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from millet.feature_spec import families
 from millet.serving.definitions import SERVICES
 from millet.settings import REPO_ROOT, declared_settings
 from tests.e2e.conftest import DAYS
-from tests.e2e.processes import MILLET, free_port, poll, processes_of, stop_process
+from tests.e2e.processes import MILLET, answers, command_line, free_port, poll, processes_of, stop_process
 
 DBT = str(Path(sys.executable).with_name("dbt"))
 DBT_PROJECT = REPO_ROOT / "dbt_project"
@@ -89,20 +88,20 @@ def _listed(env: dict, *command: str, cwd: Path) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("command, answers", [("serve", "/health"), ("ui", "/projects-list.json")])
-def test_plain_feast_serve_and_ui_in_features_answer_with_no_variables(tmp_path, command, answers):
+@pytest.mark.parametrize("command, page", [("serve", "/health"), ("ui", "/projects-list.json")])
+def test_plain_feast_serve_and_ui_in_features_answer_with_no_variables(tmp_path, command, page):
     """`feast serve` and `feast ui` from features/ (after `feast apply`, as a Feast user does) on the
     default data root; the UI lists Millet's project."""
     env, port = _bare_env(tmp_path), free_port()
     applied = subprocess.run([FEAST, "apply"], cwd=FEATURES, env=env, capture_output=True, text=True,
                              timeout=300)
     assert applied.returncode == 0, applied.stderr[-3000:]
-    url = f"http://127.0.0.1:{port}{answers}"
+    url = f"http://127.0.0.1:{port}{page}"
     with open(tmp_path / "feast.log", "w+") as log:
         server = subprocess.Popen([FEAST, command, "--host", "127.0.0.1", "--port", str(port)], cwd=FEATURES,
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            poll(lambda: _answers(url), f"feast {command}", 180,
+            poll(lambda: answers(url), f"feast {command}", 180,
                  died=lambda: server.poll() is not None and (log.seek(0) or log.read()[-3000:]))
             body = _body(url)
         finally:
@@ -115,15 +114,6 @@ def _body(url: str) -> str:
     import requests
 
     return requests.get(url, timeout=10).text
-
-
-def _answers(url: str) -> bool:
-    import requests
-
-    try:
-        return requests.get(url, timeout=10).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def test_dbt_project_defaults_are_the_declared_settings():
@@ -273,7 +263,7 @@ def test_millet_airflow_standalone_opens_airflow_on_the_runs_millet_made(nightly
         standalone = subprocess.Popen([MILLET, "airflow", "standalone"], env=env, stdout=log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            poll(lambda: _answers(f"{url}/api/v2/monitor/health"), "airflow standalone", 300,
+            poll(lambda: answers(f"{url}/api/v2/monitor/health"), "airflow standalone", 300,
                  died=lambda: standalone.poll() is not None and (log.seek(0) or log.read()[-3000:]))
             passwords = nightly.airflow_home / "simple_auth_manager_passwords.json.generated"
             token = requests.post(f"{url}/auth/token", timeout=30, json={
@@ -281,20 +271,9 @@ def test_millet_airflow_standalone_opens_airflow_on_the_runs_millet_made(nightly
             runs = requests.get(f"{url}/api/v2/dags/millet_nightly/dagRuns", timeout=30,
                                 headers={"Authorization": f"Bearer {token['access_token']}"}).json()
         finally:
-            os.killpg(standalone.pid, signal.SIGTERM)
-            try:
-                standalone.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(standalone.pid, signal.SIGKILL)
-                standalone.wait(timeout=30)
+            stop_process(standalone, timeout_s=60, group=True)
     assert {(r["logical_date"][:10], r["state"]) for r in runs["dag_runs"]} >= {(d, "success") for d in DAYS}
-    left = [p for p in processes_of(nightly) if "airflow" in " ".join(_cmdline(p))]
+    left = [p for p in processes_of(nightly) if "airflow" in command_line(p)]
     _, alive = psutil.wait_procs(left, timeout=30)
-    assert not alive, [_cmdline(p)[:3] for p in alive]
+    assert not alive, [command_line(p)[:200] for p in alive]
 
-
-def _cmdline(process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:  # gone meanwhile
-        return []

@@ -1,8 +1,7 @@
 """A run killed (SIGKILL) mid-write leaves the old partition or the new one, never half of one."""
 
-import os
 import random
-import signal
+import select
 import subprocess
 import sys
 import time
@@ -45,10 +44,14 @@ def test_sigkill_mid_write_never_leaves_a_partial_partition(tmp_path):
     for _ in range(8):
         child = subprocess.Popen([sys.executable, "-c", REWRITE_FOREVER, str(part.parent.parent), DAY,
                                   str(source)], stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.5))
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        try:
+            assert select.select([child.stdout], [], [], 120)[0], "the writer did not start in 120 s"
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.5))  # when to strike, not synchronisation
+        finally:
+            child.kill()  # SIGKILL: it rewrites forever, and leaves what a killed writer leaves
+            child.wait(timeout=30)
+            child.stdout.close()
         assert part.read_bytes() == reference  # each write has the same content: old == new, never partial
         interrupted += bool(list(part.parent.glob(".*.tmp")))
     assert interrupted >= 1, "no kill landed inside a write; the test proved nothing"

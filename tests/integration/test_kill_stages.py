@@ -40,6 +40,7 @@ from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from millet.transform.dbt import dbt_log_path
 from tests.conftest import TEST_KEY
+from tests.e2e.processes import poll
 
 DAY1, DAY2 = "2026-01-01", "2026-01-02"
 MILLET = str(Path(sys.executable).with_name("millet"))
@@ -191,7 +192,7 @@ def _stop(run: subprocess.Popen) -> None:
         os.killpg(run.pid, signal.SIGKILL)
     except ProcessLookupError:  # the group is gone already
         pass
-    run.wait()
+    run.wait(timeout=30)
 
 
 def _tails(settings: Settings) -> str:
@@ -326,11 +327,12 @@ def _online_values(worlds: list[Settings], users: list[str]) -> list[dict[str, l
         with open(answer.with_suffix(".err"), "wb") as errors:
             readers.append(subprocess.Popen([sys.executable, "-c", ONLINE_VALUES, str(asked), str(answer)],
                                             env=_environ(world), stderr=errors, start_new_session=True))
-    for reader, answer in zip(readers, answers, strict=True):
-        try:
-            code = reader.wait(timeout=600)
-        finally:
+    try:
+        codes = [reader.wait(timeout=600) for reader in readers]
+    finally:
+        for reader in readers:  # each in a session of its own: pytest would not stop it
             _stop(reader)
+    for code, answer in zip(codes, answers, strict=True):
         assert code == 0, answer.with_suffix(".err").read_text()[-3000:]
     return [pickle.loads(answer.read_bytes()) for answer in answers]
 
@@ -380,8 +382,7 @@ def test_a_registry_write_killed_midway_leaves_the_old_registry_or_the_new_one(t
             server.stdin.write("write\n")
             server.stdin.flush()
             writer = int(server.stdout.readline())
-            while not path.exists():  # the first round: until one registry is whole
-                time.sleep(POLL_S)
+            poll(path.exists, "the first whole registry", timeout_s=60)  # a writer that fails writes none
             # Strike while this writer's copy is being written (a write takes milliseconds, and on a busy
             # machine a blind strike can miss every one): as soon as it is seen, give or take a moment.
             copies = f".registry.db.*.{writer}.*.tmp"

@@ -22,7 +22,7 @@ BENCH = REPO_ROOT / "bench" / "bench_transform.py"
 def test_180_day_counts_over_a_heavy_history_equal_their_plain_sums(tmp_path):
     for stage in ("prepare", "nightly"):  # the nightly build fails if a dbt test (features_in_range) does
         done = subprocess.run([sys.executable, str(BENCH), "--stage", stage, "--root", str(tmp_path),
-                               "--users", "3000"], capture_output=True, text=True)
+                               "--users", "3000"], capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     settings = Settings(data_root=tmp_path, pseudonym_key="bench-only-key")
     built = (settings.snapshots_dir / "credit").iterdir()
