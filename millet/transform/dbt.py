@@ -20,7 +20,7 @@ import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from millet.alerts import Alert, raise_alerts
+from millet.alerts import Alert, raise_alerts, report_path
 from millet.feature_spec import families
 from millet.files import write_text
 from millet.ingest.partition import PART_FILE, partition_dir, remove_partitions_before
@@ -166,6 +166,7 @@ def _compare_with_rolled(day: date, rolled: dict[str, Path], states: dict[str, P
         path.unlink()
     alerts = [Alert(severity="warning", check="rolled_state_matches_rebuild", dataset=model,
                     logical_date=str(day), counts={"rows_differing": count},
+                    report=str(report_path(str(day), settings)),
                     summary=f"{count} rows of the state carried from yesterday differed from a full "
                             "recomputation; the recomputed values were published (a bug in rolling the "
                             "state forward: earlier nights may have been wrong)")

@@ -229,5 +229,6 @@ def test_a_wrong_rolled_value_is_found_by_the_re_base_and_alerted(rolled):
     # That user's row, as rolled and as rebuilt.
     assert {m: n for m, n in record["rolled_vs_rebuilt"].items() if n} == {"state_forum__windows": 2}
     alerts = [json.loads(line) for line in alert_log(rolled).read_text().splitlines()]
-    assert [(a["check"], a["dataset"], a["severity"], a["counts"]) for a in alerts] == [
-        ("rolled_state_matches_rebuild", "state_forum__windows", "warning", {"rows_differing": 2})]
+    assert [(a["check"], a["dataset"], a["severity"], a["counts"], a["report"]) for a in alerts] == [
+        ("rolled_state_matches_rebuild", "state_forum__windows", "warning", {"rows_differing": 2},
+         str(rolled.root / "reports" / f"dt={LAST}.html"))]  # the night's report, as every alert links to
