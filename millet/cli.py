@@ -27,9 +27,11 @@ def _fail(message: str) -> None:
 @app.command()
 def simulate(
     users: Annotated[int, typer.Option(help="How many ecosystem users.")] = 2_000,
-    days: Annotated[int, typer.Option(help="How many daily drops.")] = 2,
-    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
-    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 7,
+    days: Annotated[int | None, typer.Option(help="How many daily drops (default: the demo's, "
+                                                  "MILLET_DEMO_DAYS).")] = None,
+    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (default: the demo's, "
+                                                   "MILLET_DEMO_START).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same bytes (default: MILLET_SEED).")] = None,
     faults: Annotated[bool, typer.Option(help="Inject a real feed's faults at realistic rates.")] = True,
 ) -> None:
     """Write simulated daily log drops into the landing zone, and the ground truth beside it."""
@@ -37,11 +39,12 @@ def simulate(
     from millet.simulate.faults import Faults
 
     settings = get_settings()
-    first = _date(start)
+    first = _date(start) if start else settings.demo_start
     chosen = Faults.realistic(first) if faults else Faults()
+    days = settings.demo_days if days is None else days
+    seed = settings.seed if seed is None else seed
     files = run_simulation(settings.landing_dir, users=users, days=days, start=first, seed=seed,
-                           faults=chosen,
-                           truth_dir=settings.truth_dir, progress=sys.stderr.isatty())
+                           faults=chosen, truth_dir=settings.truth_dir, progress=sys.stderr.isatty())
     typer.echo(f"wrote {len(files)} files under {settings.landing_dir}; truth under {settings.truth_dir}")
 
 
@@ -153,7 +156,7 @@ def world(
     users: Annotated[int, typer.Option(help="How many ecosystem users.")] = 20_000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 300,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
-    seed: Annotated[int, typer.Option(help="Same seed, same world.")] = 7,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same world (default: MILLET_SEED).")] = None,
 ) -> None:
     """A world to train models on: `days` of simulated history (no injected faults), ingested and built
     into every daily snapshot in one pass."""

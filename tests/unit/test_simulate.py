@@ -7,6 +7,7 @@ import json
 import zlib
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -232,3 +233,26 @@ def test_the_bank_sees_riskier_borrowers_repay_later(world):
     r = np.corrcoef(late, borrower_risk)[0, 1]
     assert len(late) > 100
     assert r > 0.15, f"correlation {r:.3f} over {len(late)} bank records"
+
+
+def test_millet_simulate_takes_its_days_start_and_seed_from_the_settings(tmp_path, monkeypatch):
+    """`millet simulate` without --days, --start and --seed: the demo's days and start and the seed
+    setting, not literals of its own. Mutation that fails it: any of the three hard-coded again."""
+    from typer.testing import CliRunner
+
+    from millet import cli
+
+    def landing(root: str, *options: str) -> dict[str, bytes]:
+        monkeypatch.setenv("MILLET_DATA_ROOT", str(tmp_path / root))
+        done = CliRunner().invoke(cli.app, ["simulate", "--users", "20", "--no-faults", *options])
+        assert done.exit_code == 0, done.output
+        drops = sorted((tmp_path / root / "landing").rglob("*.gz"))
+        return {str(p.relative_to(tmp_path / root)): p.read_bytes() for p in drops}
+
+    settings = {"MILLET_DEMO_DAYS": "3", "MILLET_DEMO_START": "2026-02-10", "MILLET_SEED": "11"}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    by_settings = landing("settings")
+    assert {Path(p).parent.name for p in by_settings} == {"dt=2026-02-10", "dt=2026-02-11", "dt=2026-02-12"}
+    assert landing("told", "--days", "3", "--start", "2026-02-10", "--seed", "11") == by_settings
+    assert landing("other-seed", "--seed", "12") != by_settings
