@@ -11,6 +11,7 @@ from pathlib import Path
 from millet.settings import Settings, get_settings
 
 DAG_ID = "millet_nightly"
+BACKFILL_USER = "millet"  # who Airflow records as having created `millet backfill`'s backfills
 
 
 class DagRunFailed(RuntimeError):
@@ -219,7 +220,8 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     first day whatever the day before it did). It always ends: after a failed day (the
     days after it cannot run), when no task has changed
     state for `backfill_stall_s`, or after `backfill_timeout_s`, it cancels the backfill, stops the
-    services and raises BackfillFailed naming the day, the task and its log.
+    services and raises BackfillFailed naming the day, the task and its log. One runs at a time per data
+    root; it first ends a backfill a killed one left active (_end_backfills_of_killed_commands).
     Returns {day: final run state, or why no run was created}.
     """
     settings = settings or get_settings()
@@ -228,20 +230,58 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     if date.fromisoformat(str(end)) >= today:  # Airflow creates no run before its data interval ends
         raise BackfillFailed(f"{end} is not over yet: a backfill runs days that have ended; end the range "
                              f"before {today}, and run {today} with `millet run --date {today}`")
-    ensure_metadata_db(settings)
-    with _metadata_db(settings):
-        _refuse_after_an_unfinished_day(start)  # Airflow lets a backfill's first day past depends_on_past
-    from millet.airflow_services import airflow_services
+    with _one_backfill_at_a_time(settings):
+        ensure_metadata_db(settings)
+        with _metadata_db(settings):
+            _end_backfills_of_killed_commands()
+            _refuse_after_an_unfinished_day(start)  # Airflow lets a backfill's first day past depends_on_past
+        from millet.airflow_services import airflow_services
 
-    with airflow_services(settings) as services:
-        _wait_for_dag(services, settings)
-        with _unpaused():
-            backfill_id = _create_backfill(start, end, reprocess)
-            try:
-                _watch(backfill_id, services, settings)
-            finally:
-                _end_backfill(backfill_id)  # else it stays active and blocks every later backfill
+        with airflow_services(settings) as services:
+            _wait_for_dag(services, settings)
+            with _unpaused():
+                backfill_id = _create_backfill(start, end, reprocess)
+                try:
+                    _watch(backfill_id, services, settings)
+                finally:
+                    _end_backfill(backfill_id)  # else it stays active and blocks every later backfill
     return _backfill_outcome(backfill_id, settings)
+
+
+@contextmanager
+def _one_backfill_at_a_time(settings: Settings):
+    """Held while `millet backfill` runs for this data root; the kernel lets go of it however the command
+    ends (SIGKILL included), so a backfill of Millet's found active without it was left by a killed one."""
+    import fcntl
+
+    path = settings.airflow_home / "backfill.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackfillFailed(f"another `millet backfill` of {settings.root} is running; run this "
+                                 "again when it has ended") from None
+        yield
+
+
+def _end_backfills_of_killed_commands() -> None:
+    """End the backfills `millet backfill` created and could not end: killed (SIGKILL, a closed terminal)
+    before its own clean-up, it left the backfill active, which makes Airflow refuse every later backfill
+    of the DAG, and its running day running, which no backfill re-runs. The caller holds the lock, so no
+    live command owns them. Backfills made by anyone else (`airflow backfill create`) are not touched."""
+    from airflow.models.backfill import Backfill
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        left = session.scalars(select(Backfill.id).where(
+            Backfill.dag_id == DAG_ID, Backfill.completed_at.is_(None),
+            Backfill.triggering_user_name == BACKFILL_USER)).all()
+    for backfill_id in left:
+        _end_backfill(backfill_id)
+        print(f"ended backfill {backfill_id}, left active by a `millet backfill` that was killed",
+              file=sys.stderr)
 
 
 def history(start: date | str, end: date | str, settings: Settings | None = None,
@@ -377,7 +417,7 @@ def _create_backfill(start: date | str, end: date | str, reprocess: str) -> int:
     try:
         created = retry_when_locked(lambda: _create_backfill(
             dag_id=DAG_ID, from_date=_midnight(start), to_date=_midnight(end), max_active_runs=1,
-            reverse=False, dag_run_conf=None, triggering_user_name="millet",
+            reverse=False, dag_run_conf=None, triggering_user_name=BACKFILL_USER,
             reprocess_behavior=ReprocessBehavior(reprocess)))
     except (AirflowException, ValueError) as exc:  # e.g. another backfill still running, no runs to make
         raise BackfillFailed(f"Airflow refused the backfill: {exc}") from exc

@@ -12,10 +12,10 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -29,7 +29,13 @@ from millet.simulate import simulate
 from millet.simulate.faults import Faults
 from millet.transform import snapshot_path
 from tests.conftest import TEST_KEY
-from tests.e2e.processes import REDIS_DB, assert_nothing_left, backfill_process, millet_serve, processes_of
+from tests.e2e.processes import (
+    REDIS_DB,
+    assert_nothing_left,
+    backfill_process,
+    millet_serve,
+    poll,
+)
 
 DAYS = ["2026-03-01", "2026-03-02"]
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
@@ -174,16 +180,40 @@ def test_a_backfill_whose_tasks_cannot_start_ends_at_the_stall_limit_naming_day_
 
 
 @pytest.mark.e2e
-def test_killing_the_backfill_command_stops_every_service_it_started(tmp_path):
+def test_killing_the_backfill_command_stops_every_service_and_blocks_no_later_backfill(tmp_path):
+    """SIGKILL of the command once its backfill exists: every service it started stops, and the next
+    `millet backfill` ends the backfill it left active (Airflow refuses every backfill of the DAG while one
+    is) and fails its unfinished day (a day left running is never re-run). A second command while one runs
+    is refused before it touches anything. Mutations that fail it: no lock (the second command ends the
+    first's backfill); the killed command's backfill not ended."""
     settings = _world(tmp_path)
     with backfill_process(settings, DAYS[0], DAYS[0]) as process:
-        deadline = time.monotonic() + 120
-        while not any("scheduler" in " ".join(p.cmdline()) for p in processes_of(settings)):
-            assert process.poll() is None and time.monotonic() < deadline, "the services never started"
-            psutil.wait_procs([psutil.Process(process.pid)], timeout=0.5)
+        poll(lambda: _backfills_completed(settings) != [], "the backfill to be created", 300,
+             died=lambda: process.poll() is not None and f"the command exited with {process.returncode}")
+        with backfill_process(settings, DAYS[1], DAYS[1]) as second:
+            _, err = second.communicate(timeout=120)
+        assert second.returncode == 1 and "another `millet backfill`" in err, err
         os.kill(process.pid, signal.SIGKILL)  # the command alone: it can run no clean-up of its own
         process.wait(timeout=10)
         assert_nothing_left(settings)
+    assert _backfills_completed(settings) == [False]  # left active
+
+    with backfill_process(settings, DAYS[1], DAYS[1]) as after:
+        _, err = after.communicate(timeout=300)
+    assert "left active by a `millet backfill` that was killed" in err, err
+    assert f"the run for {DAYS[0]} ended failed" in err, err  # to re-run, not to wait for forever
+    assert _backfills_completed(settings) == [True]
+    assert_nothing_left(settings)
+
+
+def _backfills_completed(settings: Settings) -> list[bool]:
+    """Whether each backfill in the metadata database is complete, oldest first ([] before the first)."""
+    try:
+        with closing(sqlite3.connect(settings.airflow_home / "airflow.db", timeout=2)) as con:
+            return [bool(done) for (done,) in con.execute(
+                "select completed_at is not null from backfill order by id")]
+    except sqlite3.OperationalError:  # no table yet, or the services hold the database this moment
+        return []
 
 
 def _outputs_of(settings: Settings, day: str) -> dict[str, tuple[bytes, int]]:
