@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         "demo scale; about one slice per 150,000 users where a re-base of the widest state would "
         "otherwise spill to disk.")
     state_retention_days: int = Field(
-        7, description="Rolling window state files older than this many days before the as-of day are "
+        7, ge=0, description="Rolling window state files older than this many days before the as-of day are "
         "deleted after a build: only yesterday's is read; a week lets a recent night be re-run without a "
         "re-base.")
     # ---- alerts: always to alerts/alerts.jsonl under the data root; also to each sink set here ----

@@ -76,3 +76,30 @@ def test_a_rewrite_that_fails_leaves_the_file_as_it_was_and_no_copy(tmp_path, mo
 
     assert path.read_bytes() == before
     assert _leftovers(tmp_path) == []
+
+
+def test_an_erasure_reaches_the_lists_models_and_training_sets_and_a_withdrawal_does_not(tmp_path):
+    """What models and `millet training-set` wrote under the data root holds a person as much as the
+    snapshots do: an erasure removes them there too; the bank reconciliation, which the law keeps, it
+    leaves; a consent withdrawal (behaviour only) leaves all of them. Mutation that fails it: any of
+    the lists', models' or training sets' folders left out of an erasure."""
+    from millet.privacy.zones import Scope, purge
+    from millet.settings import Settings
+
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key="k")
+    written = [settings.tracking_dir / "early_warning" / "dt=2026-03-01" / "part-0.parquet",
+               settings.models_dir / "credit_risk" / "v1" / "test_scores.parquet",
+               settings.training_dir / "credit_risk_2026-03-01.parquet"]
+    kept_by_law = settings.reconciliation_dir / "dt=2026-03-01" / "part-0.parquet"
+    for path in [*written, kept_by_law]:
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.table({"user_key": ["gone", "stays"], "score": [0.1, 0.2]}), path)
+
+    def holding_the_forgotten() -> list:
+        return [p for p in [*written, kept_by_law] if "gone" in pq.read_table(p)["user_key"].to_pylist()]
+
+    purge({"gone"}, Scope.BEHAVIOUR, settings)
+    assert holding_the_forgotten() == [*written, kept_by_law]
+    purge({"gone"}, Scope.EVERYTHING, settings)
+    assert holding_the_forgotten() == [kept_by_law]
+    assert all(pq.read_table(p)["user_key"].to_pylist() == ["stays"] for p in written)

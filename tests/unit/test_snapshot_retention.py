@@ -1,13 +1,15 @@
-"""Snapshot pruning: relative to the latest successful build, never to a date someone typed."""
+"""Snapshot pruning: relative to the latest successful build, never to a date someone typed; and the
+rolling state's, relative to the night just built."""
 
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from millet.feature_spec import families
 from millet.settings import Settings
 from millet.transform import AsOfInFuture, build_features
-from millet.transform.dbt import prune_snapshots, record_build
+from millet.transform.dbt import prune_snapshots, prune_state, record_build, state_models, state_path
 
 RETENTION = 10
 
@@ -106,3 +108,24 @@ def test_an_as_of_date_in_the_future_is_refused_before_dbt_runs_and_deletes_noth
     assert _kept(settings) == before
     assert not settings.warehouse_path.parent.exists()  # nothing was set up for dbt, let alone run
     assert not (settings.snapshots_dir / families()[0].name / f"dt={typed}").exists()
+
+
+def test_state_past_its_retention_is_deleted_and_the_night_just_built_kept(tmp_path):
+    """Each state model keeps the as-of day (the next night reads it) and the `state_retention_days` days
+    before it, to re-run a recent night without a re-base. Mutations that fail it: no pruning; a retention
+    counted one day off either way; a negative retention accepted (it would delete the night just built)."""
+    settings = Settings(data_root=tmp_path, pseudonym_key="k", state_retention_days=2)
+    night = date(2026, 3, 10)
+    for model in state_models(settings):
+        for before in range(6):
+            state_path(model, night - timedelta(days=before), settings).parent.mkdir(parents=True)
+
+    prune_state(night, settings)
+
+    kept = {f"dt={night - timedelta(days=before)}" for before in range(3)}  # the night and the 2 before it
+    models = state_models(settings)
+    assert len(models) > 1
+    assert {model: {p.name for p in (settings.state_dir / model).iterdir()} for model in models} == \
+        dict.fromkeys(models, kept)
+    with pytest.raises(ValidationError, match="state_retention_days"):
+        Settings(data_root=tmp_path, pseudonym_key="k", state_retention_days=-1)
