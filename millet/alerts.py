@@ -155,12 +155,13 @@ def _within(seconds: float, send, record: dict, settings: Settings) -> None:
 
 
 def _unreachable(exc: Exception) -> bool:
-    """The sink did not answer (refused, timed out, no such host, dropped), as against answering no to
-    this one alert (an HTTP error status, a refused recipient), which says nothing of the next."""
+    """The sink did not answer (refused, timed out, no such host, dropped) or cannot be used as set, as
+    against answering no to this one alert (an HTTP error status, a refused recipient), which says nothing
+    of the next."""
     if isinstance(exc, urllib.error.HTTPError):
         return False
     return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror,
-                            smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected))
+                            smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected, SinkMisconfigured))
 
 
 def _queued_at(path: Path) -> int:
@@ -281,7 +282,12 @@ def send_webhook(record: dict, settings: Settings) -> None:
         response.read()  # urlopen raises on 4xx/5xx: the alert stays queued
 
 
+class SinkMisconfigured(Exception):
+    """A sink's settings that no alert could go out with: the sink counts as down, its alerts wait."""
+
+
 def send_email(record: dict, settings: Settings) -> None:
+    _refuse_a_login_in_clear(settings)
     message = EmailMessage()
     message["Subject"] = " ".join(headline(record).split())  # a header is one line; an error's text is not
     message["From"] = settings.alert_email_from
@@ -291,9 +297,19 @@ def send_email(record: dict, settings: Settings) -> None:
                       timeout=settings.alert_timeout_s) as smtp:
         if settings.alert_smtp_starttls:
             smtp.starttls()
-        if settings.alert_smtp_user and settings.alert_smtp_password:
+        if settings.alert_smtp_user:
             smtp.login(settings.alert_smtp_user, settings.alert_smtp_password.get_secret_value())
         smtp.send_message(message)
+
+
+def _refuse_a_login_in_clear(settings: Settings) -> None:
+    """A login goes with its password, and only over STARTTLS: a password sent in clear is one anyone on
+    the way can read, and a user without one would send the mail without logging in, unnoticed."""
+    if settings.alert_smtp_user and settings.alert_smtp_password is None:
+        raise SinkMisconfigured("MILLET_ALERT_SMTP_USER is set without MILLET_ALERT_SMTP_PASSWORD")
+    if settings.alert_smtp_user and not settings.alert_smtp_starttls:
+        raise SinkMisconfigured("an SMTP login without MILLET_ALERT_SMTP_STARTTLS=true would send the "
+                                "password in clear text")
 
 
 def task_failed(context) -> None:

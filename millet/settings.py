@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     alert_smtp_host: str | None = Field(None, description="SMTP server for alert e-mail; unset: no e-mail.")
     alert_smtp_port: int = 25
     alert_smtp_starttls: bool = False
-    alert_smtp_user: str | None = None
+    alert_smtp_user: str | None = Field(None, description="Log in as this user, with the password, over "
+                                        "STARTTLS only (alerts wait in the outbox otherwise).")
     alert_smtp_password: SecretStr | None = Field(None, description="From the environment only.")
     alert_email_from: str = "millet@localhost"
     alert_email_to: str = Field("", description="Comma-separated recipients of alert e-mail.")

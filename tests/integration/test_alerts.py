@@ -4,6 +4,7 @@ nothing: the alert waits in the outbox and is delivered on the next run."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler
 
@@ -40,6 +41,24 @@ def test_an_alert_reaches_the_log_the_webhook_and_the_mailbox(tmp_path, webhook,
     assert json.loads(mail.get_payload())["counts"] == {"unmatched": 12}
     logged = [json.loads(line) for line in alert_log(settings).read_text().splitlines()]
     assert [r["id"] for r in logged] == [alert.id]
+
+
+def test_an_smtp_login_goes_with_its_password_and_over_starttls_only(tmp_path, mailbox, caplog):
+    """A user set without STARTTLS (the password would cross the network in clear), or without its
+    password (the mail would go out without the login, unnoticed): no mail is sent, the alert waits in
+    the outbox, and the log says why. Mutations that fail it: either check removed (the login is tried in
+    clear, or STARTTLS without a password)."""
+    refused = [(dict(alert_smtp_user="millet", alert_smtp_password="secret"), "in clear text"),
+               (dict(alert_smtp_user="millet", alert_smtp_starttls=True),
+                "without MILLET_ALERT_SMTP_PASSWORD")]
+    for n, (smtp, why) in enumerate(refused):
+        settings = _settings(tmp_path / str(n), alert_smtp_host="127.0.0.1", alert_smtp_port=mailbox.port,
+                             alert_email_to="oncall@lender.example", **smtp)
+        with caplog.at_level(logging.WARNING, logger="millet.alerts"):
+            assert raise_alerts([_alert()], settings) == {"email": 1}
+        assert why in caplog.text, caplog.text
+        caplog.clear()
+    assert mailbox.all() == []
 
 
 def test_a_webhook_that_is_down_gets_the_alert_on_the_next_run(tmp_path):
