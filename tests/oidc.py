@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.receivers import http_server
 
 CLIENT_ID = "millet"  # the settings' default: roles under resource_access.millet.roles
+AUDIENCE = "millet-feature-server"  # every token's `aud`, unless a test mints another
 KID = "test-key-1"
 
 
@@ -37,8 +38,9 @@ class Provider:
     def mint(self, subject: str, roles: list[str], *, expires_in: int = 300, key=None, **claims) -> str:
         """A token for `subject` with `roles`, signed by this provider's key unless `key` is given."""
         now = int(time.time())
-        payload = {"iss": self.url, "sub": subject, "preferred_username": subject, "iat": now,
-                   "exp": now + expires_in, "resource_access": {CLIENT_ID: {"roles": roles}}, **claims}
+        payload = {"iss": self.url, "aud": AUDIENCE, "sub": subject, "preferred_username": subject,
+                   "iat": now, "exp": now + expires_in, "resource_access": {CLIENT_ID: {"roles": roles}},
+                   **claims}
         return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": KID})
 
     def jwks(self) -> dict:

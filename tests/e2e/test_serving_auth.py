@@ -14,7 +14,7 @@ from millet.serving.definitions import CREDIT_DECISIONS, MARKETING, MODEL_TEAMS,
 from tests.e2e.conftest import DAYS
 from tests.e2e.processes import MILLET, millet_serve
 from tests.e2e.test_serving import _equal, sampled_users
-from tests.oidc import new_key, oidc_provider
+from tests.oidc import AUDIENCE, new_key, oidc_provider
 
 CLIENTS = {"growth-app": ("growth-secret", [MARKETING]), "loan-engine": ("engine-secret", [CREDIT_DECISIONS])}
 
@@ -27,7 +27,8 @@ def provider():
 
 @pytest.fixture(scope="module")
 def secured(nightly, provider):
-    settings = nightly.model_copy(update={"serve_auth": "oidc", "oidc_discovery_url": provider.discovery_url})
+    settings = nightly.model_copy(update={"serve_auth": "oidc", "oidc_discovery_url": provider.discovery_url,
+                                          "oidc_audience": AUDIENCE, "oidc_issuer": provider.url})
     with millet_serve(settings) as url:
         yield url
 
@@ -44,12 +45,16 @@ def _reader_of(service: str) -> str:
 
 def test_without_or_with_a_bad_or_expired_token_nothing_is_read(secured, provider):
     """Mutations that fail it: not asking for a token, not verifying its signature (a key of our own with
-    the provider's key id), not checking its expiry."""
+    the provider's key id), not checking its expiry, its audience or its issuer (the settings' not
+    handed to Feast's token parser)."""
     good = provider.mint("loan-engine", [CREDIT_DECISIONS])
     assert _read(secured, good, feature_service="credit_risk_v1").status_code == 200
     forged = provider.mint("loan-engine", [CREDIT_DECISIONS], key=new_key())
     expired = provider.mint("loan-engine", [CREDIT_DECISIONS], expires_in=-120)  # past Feast's 10 s leeway
-    for token in (None, "not-a-jwt", forged, expired, good[:-8] + "AAAAAAAA"):
+    for_another_api = provider.mint("loan-engine", [CREDIT_DECISIONS], aud="another-api")
+    from_elsewhere = provider.mint("loan-engine", [CREDIT_DECISIONS], iss="https://idp.elsewhere.example")
+    for token in (None, "not-a-jwt", forged, expired, good[:-8] + "AAAAAAAA", for_another_api,
+                  from_elsewhere):
         answer = _read(secured, token, feature_service="credit_risk_v1")
         assert answer.status_code == 401, token
         assert answer.headers["WWW-Authenticate"] == "Bearer"

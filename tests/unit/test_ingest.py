@@ -1,6 +1,6 @@
 import gzip
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -190,6 +190,27 @@ def test_an_event_re_sent_days_later_is_removed_as_a_duplicate(settings):
     assert bronze.column("event_id").to_pylist() == ["e3"]
     # Re-running the earlier day is unaffected by the later one: only earlier days count as seen.
     assert ingest_channel_day("commerce", DAY, settings)["rows_out"] == 2
+
+
+def test_a_re_send_is_looked_for_in_the_lookback_days_and_no_further(tmp_path):
+    """`dedupe_lookback_days` bounds what each night reads: the days before the drop's, the oldest of them
+    included (an event re-sent 3 days later is a duplicate, and one re-sent the next day), and no older
+    (re-sent 4 days later, it is new to ingestion, counted as rows out). Mutations that fail it: the window
+    a day short at either end, a day longer, or not the setting's."""
+    settings = Settings(data_root=tmp_path / "data", pseudonym_key=TEST_KEY.decode(), dedupe_lookback_days=3)
+    land_consent(settings, {"A000000042": True})
+    _land(settings, [order_line(event_id="e1"), order_line(event_id="e2")])
+    ingest_channel_day("commerce", DAY, settings)
+    first = date.fromisoformat(DAY)
+    outcomes = {}
+    for later, events in ((3, ["e1", "e3"]), (4, ["e2", "e3"])):  # e3: first sent on day 3
+        day = str(first + timedelta(days=later))
+        write_drop(settings.landing_dir / "commerce" / f"dt={day}" / "part-0000.jsonl.gz",
+                   [order_line(event_id=event) for event in events])
+        manifest = ingest_channel_day("commerce", day, settings)
+        kept = pq.read_table(settings.bronze_dir / "commerce" / f"dt={day}").column("event_id").to_pylist()
+        outcomes[later] = (kept, manifest["duplicates_seen_before"])
+    assert outcomes == {3: (["e3"], 1), 4: (["e2"], 1)}
 
 
 def test_behaviour_of_users_who_declined_is_excluded_and_counted(settings):
