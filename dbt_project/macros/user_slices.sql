@@ -15,7 +15,7 @@
 {%- if not (config.get('meta') or {}).get('user_sliced') -%}
   {{ return(1) }}
 {%- endif -%}
-{{ return(var('user_slices', 1) | int) }}
+{{ return(var('user_slices') | int) }}
 {% endmacro %}
 
 

@@ -132,6 +132,7 @@ def test_dbt_project_defaults_are_the_declared_settings():
     assert set(found) >= {n for n in expected if n.endswith(("_DIR", "_PATH"))}  # every path has one
     project_vars = yaml.safe_load((DBT_PROJECT / "dbt_project.yml").read_text())["vars"]
     assert project_vars["bank_booking_lag_days"] == declared_settings().bank_booking_lag_days
+    assert project_vars["user_slices"] == declared_settings().state_user_slices
 
 
 @pytest.mark.e2e

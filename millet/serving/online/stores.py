@@ -260,7 +260,7 @@ class PackedRedisOnlineStoreConfig(FeastConfigBaseModel):
     type: Literal["millet.serving.online.stores.PackedRedisOnlineStore"] = (
         "millet.serving.online.stores.PackedRedisOnlineStore"
     )
-    connection_string: StrictStr = "127.0.0.1:6379,db=0"
+    connection_string: StrictStr  # no default of its own: Millet sets MILLET_REDIS_URL's (store.feast_config)
     key_prefix: StrictStr = "millet"
 
 
