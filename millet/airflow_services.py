@@ -41,8 +41,10 @@ class ServiceDied(RuntimeError):
 
 
 @contextmanager
-def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
-    """Start the services; yields a watch that raises ServiceDied if one of them has exited."""
+def airflow_services(settings: Settings, hold: tuple[int, ...] = ()) -> Iterator[ServiceWatch]:
+    """Start the services; yields a watch that raises ServiceDied if one of them has exited. `hold`: file
+    descriptors the supervisor keeps open until it has stopped them (a lock then lasts as long as they
+    run, even if this process is killed and they take their grace to stop)."""
     api_port, log_port = _free_port(), _free_port()
     env = settings.airflow_process_environ(dict(os.environ), **_service_config(api_port, log_port))
     log_dir = settings.airflow_home / "services"
@@ -54,7 +56,8 @@ def airflow_services(settings: Settings) -> Iterator[ServiceWatch]:
     # A SIGTERM to this process must still reach `finally`; a SIGKILL closes the supervisor's pipe.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     supervisor = subprocess.Popen([sys.executable, "-m", "millet.supervise", json.dumps(spec)], env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+                                  pass_fds=hold)
     try:
         watch = ServiceWatch(supervisor, log_dir)
         watch.wait_started()

@@ -119,9 +119,10 @@ def _deliver(settings: Settings, tried: set[tuple[Path, int]], down: set[str]) -
                 _within(settings.alert_timeout_s, send, json.loads(path.read_text()), settings)
             except Exception as exc:  # any failure of a sink: keep the alert, tell the log, carry on
                 unreachable = _unreachable(exc)
+                why = "cannot be used as set" if isinstance(exc, SinkMisconfigured) else "does not answer"
                 log.warning("alert %s not delivered to %s (%s: %s); kept in %s for the next run%s", path.stem,
                             sink, type(exc).__name__, exc, path.parent,
-                            f"; no other is tried: the {sink} does not answer" if unreachable else "")
+                            f"; no other is tried: the {sink} {why}" if unreachable else "")
                 if unreachable:  # one timeout, not one per waiting alert
                     down.add(sink)
                     break
@@ -304,9 +305,11 @@ def send_email(record: dict, settings: Settings) -> None:
 
 def _refuse_a_login_in_clear(settings: Settings) -> None:
     """A login goes with its password, and only over STARTTLS: a password sent in clear is one anyone on
-    the way can read, and a user without one would send the mail without logging in, unnoticed."""
-    if settings.alert_smtp_user and settings.alert_smtp_password is None:
-        raise SinkMisconfigured("MILLET_ALERT_SMTP_USER is set without MILLET_ALERT_SMTP_PASSWORD")
+    the way can read, and a user or a password set alone would send the mail without logging in,
+    unnoticed."""
+    if bool(settings.alert_smtp_user) != (settings.alert_smtp_password is not None):
+        raise SinkMisconfigured("MILLET_ALERT_SMTP_USER and MILLET_ALERT_SMTP_PASSWORD go together: one "
+                                "is set without the other")
     if settings.alert_smtp_user and not settings.alert_smtp_starttls:
         raise SinkMisconfigured("an SMTP login without MILLET_ALERT_SMTP_STARTTLS=true would send the "
                                 "password in clear text")

@@ -155,13 +155,14 @@ def _history(first: date, last: date) -> None:
 def world(
     users: Annotated[int, typer.Option(help="How many ecosystem users.")] = 20_000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 300,
-    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
+    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (default: the demo's, "
+                                                   "MILLET_DEMO_START).")] = None,
     seed: Annotated[int | None, typer.Option(help="Same seed, same world (default: MILLET_SEED).")] = None,
 ) -> None:
     """A world to train models on: `days` of simulated history (no injected faults), ingested and built
     into every daily snapshot in one pass."""
-    first = _date(start)
-    simulate(users=users, days=days, start=start, seed=seed, faults=False)
+    first = _date(start) if start else get_settings().demo_start
+    simulate(users=users, days=days, start=str(first), seed=seed, faults=False)
     _history(first, first + timedelta(days=days - 1))
 
 
@@ -319,7 +320,7 @@ def status() -> None:
     from millet.reporting import status_lines
 
     settings = get_settings()
-    log = settings.root / "logs" / "status.log"
+    log = settings.logs_dir / "status.log"
     with output_to(log):  # Airflow's and Feast's own messages, as they open their stores
         lines = status_lines(settings)
     for line in lines:
@@ -474,7 +475,7 @@ def demo() -> None:
     for day in days:
         _night(day, settings)
     typer.echo(f"dbt's log: {dbt_log_path(settings)}")
-    log = settings.root / "logs" / "demo.log"
+    log = settings.logs_dir / "demo.log"
     # Feast's own messages as it opens its store: the nights ran Airflow in this process, whose logging
     # prints every library's records to the console from then on.
     with output_to(log):

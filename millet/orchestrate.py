@@ -230,14 +230,14 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
     if date.fromisoformat(str(end)) >= today:  # Airflow creates no run before its data interval ends
         raise BackfillFailed(f"{end} is not over yet: a backfill runs days that have ended; end the range "
                              f"before {today}, and run {today} with `millet run --date {today}`")
-    with _one_backfill_at_a_time(settings):
+    with _one_backfill_at_a_time(settings) as lock:
         ensure_metadata_db(settings)
         with _metadata_db(settings):
             _end_backfills_of_killed_commands()
             _refuse_after_an_unfinished_day(start)  # Airflow lets a backfill's first day past depends_on_past
         from millet.airflow_services import airflow_services
 
-        with airflow_services(settings) as services:
+        with airflow_services(settings, hold=(lock.fileno(),)) as services:
             _wait_for_dag(services, settings)
             with _unpaused():
                 backfill_id = _create_backfill(start, end, reprocess)
@@ -250,8 +250,9 @@ def backfill(start: date | str, end: date | str, settings: Settings | None = Non
 
 @contextmanager
 def _one_backfill_at_a_time(settings: Settings):
-    """Held while `millet backfill` runs for this data root; the kernel lets go of it however the command
-    ends (SIGKILL included), so a backfill of Millet's found active without it was left by a killed one."""
+    """Held while `millet backfill` runs for this data root, and by its services' supervisor until they
+    have stopped; the kernel lets go of it however they end (SIGKILL included). So a backfill of Millet's
+    found active by the holder was left by a killed command whose services are gone, not by a live one."""
     import fcntl
 
     path = settings.airflow_home / "backfill.lock"
@@ -260,9 +261,9 @@ def _one_backfill_at_a_time(settings: Settings):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BackfillFailed(f"another `millet backfill` of {settings.root} is running; run this "
-                                 "again when it has ended") from None
-        yield
+            raise BackfillFailed(f"another `millet backfill` of {settings.root} is running, or its "
+                                 "services are stopping; run this again when it has ended") from None
+        yield lock
 
 
 def _end_backfills_of_killed_commands() -> None:
@@ -327,7 +328,7 @@ def history(start: date | str, end: date | str, settings: Settings | None = None
 
 
 def history_log(first: date, last: date, settings: Settings) -> Path:
-    return settings.root / "logs" / f"history_{first}_{last}.log"
+    return settings.logs_dir / f"history_{first}_{last}.log"
 
 
 _POLL_S = 2

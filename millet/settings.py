@@ -277,6 +277,11 @@ class Settings(BaseSettings):
         return self.root / "training"
 
     @property
+    def logs_dir(self) -> Path:
+        """Millet's commands' own logs of the tools they ran in-process (a history, the demo, status)."""
+        return self.root / "logs"
+
+    @property
     def erasure_dir(self) -> Path:
         """Erasure requests waiting for the next night, and the tombstones of everyone forgotten."""
         return self.root / "erasure"

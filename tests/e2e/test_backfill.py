@@ -3,6 +3,7 @@ ends, and leaves no process behind, whatever happens to it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from tests.e2e.processes import (
     backfill_process,
     millet_serve,
     poll,
+    processes_of,
 )
 
 DAYS = ["2026-03-01", "2026-03-02"]
@@ -180,14 +182,18 @@ def test_a_backfill_whose_tasks_cannot_start_ends_at_the_stall_limit_naming_day_
 
 
 @pytest.mark.e2e
-def test_killing_the_backfill_command_stops_every_service_and_blocks_no_later_backfill(tmp_path):
-    """SIGKILL of the command once its backfill exists: every service it started stops, and the next
-    `millet backfill` ends the backfill it left active (Airflow refuses every backfill of the DAG while one
-    is) and fails its unfinished day (a day left running is never re-run). A second command while one runs
-    is refused before it touches anything. Mutations that fail it: no lock (the second command ends the
-    first's backfill); the killed command's backfill not ended."""
+def test_killing_the_backfill_command_stops_every_service_and_blocks_no_later_backfill(
+        tmp_path, unanswering_api):
+    """SIGKILL of the command once its backfill exists: every service it started stops, its lock is let go
+    only then, and the next `millet backfill` ends the backfill it left active (Airflow refuses every
+    backfill of the DAG while one is) and fails its unfinished day (a day left running is never re-run).
+    A second command while one runs is refused before it touches anything. Its tasks never start (an
+    execution API that never answers), so the day is unfinished whenever the kill lands. Mutations that
+    fail it: no lock (the second command ends the first's backfill); the lock not held by the services'
+    supervisor (it is free while they stop); the killed command's backfill not ended."""
     settings = _world(tmp_path)
-    with backfill_process(settings, DAYS[0], DAYS[0]) as process:
+    with backfill_process(settings, DAYS[0], DAYS[0], AIRFLOW__WORKERS__EXECUTION_API_RETRIES="1000",
+                           AIRFLOW__CORE__EXECUTION_API_SERVER_URL=unanswering_api) as process:
         poll(lambda: _backfills_completed(settings) != [], "the backfill to be created", 300,
              died=lambda: process.poll() is not None and f"the command exited with {process.returncode}")
         with backfill_process(settings, DAYS[1], DAYS[1]) as second:
@@ -195,6 +201,7 @@ def test_killing_the_backfill_command_stops_every_service_and_blocks_no_later_ba
         assert second.returncode == 1 and "another `millet backfill`" in err, err
         os.kill(process.pid, signal.SIGKILL)  # the command alone: it can run no clean-up of its own
         process.wait(timeout=10)
+        assert _lock_is_let_go_only_once_nothing_is_left(settings), "the lock was free at once"
         assert_nothing_left(settings)
     assert _backfills_completed(settings) == [False]  # left active
 
@@ -204,6 +211,26 @@ def test_killing_the_backfill_command_stops_every_service_and_blocks_no_later_ba
     assert f"the run for {DAYS[0]} ended failed" in err, err  # to re-run, not to wait for forever
     assert _backfills_completed(settings) == [True]
     assert_nothing_left(settings)
+
+
+def _lock_is_let_go_only_once_nothing_is_left(settings: Settings, within_s: float = 120) -> bool:
+    """Takes `millet backfill`'s lock as soon as it is free, and checks that no process of the data root
+    is left then; whether it was found held at all (right after the kill, the services are still
+    stopping: they take seconds)."""
+    deadline, held = time.monotonic() + within_s, False
+    with open(settings.airflow_home / "backfill.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held = True
+                assert time.monotonic() < deadline, f"the lock was still held after {within_s} s"
+                time.sleep(0.1)  # a bounded poll
+                continue
+            left = processes_of(settings)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            assert not left, f"the lock was let go while these still ran: {left}"
+            return held
 
 
 def _backfills_completed(settings: Settings) -> list[bool]:

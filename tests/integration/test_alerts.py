@@ -44,13 +44,13 @@ def test_an_alert_reaches_the_log_the_webhook_and_the_mailbox(tmp_path, webhook,
 
 
 def test_an_smtp_login_goes_with_its_password_and_over_starttls_only(tmp_path, mailbox, caplog):
-    """A user set without STARTTLS (the password would cross the network in clear), or without its
-    password (the mail would go out without the login, unnoticed): no mail is sent, the alert waits in
-    the outbox, and the log says why. Mutations that fail it: either check removed (the login is tried in
-    clear, or STARTTLS without a password)."""
+    """A user set without STARTTLS (the password would cross the network in clear), or a user or a
+    password set alone (the mail would go out without the login, unnoticed): no mail is sent, the alert
+    waits in the outbox, and the log says why. Mutations that fail it: either check removed (the login is
+    tried in clear; STARTTLS is tried, and the mail sent without a login)."""
     refused = [(dict(alert_smtp_user="millet", alert_smtp_password="secret"), "in clear text"),
-               (dict(alert_smtp_user="millet", alert_smtp_starttls=True),
-                "without MILLET_ALERT_SMTP_PASSWORD")]
+               (dict(alert_smtp_user="millet", alert_smtp_starttls=True), "one is set without the other"),
+               (dict(alert_smtp_password="secret", alert_smtp_starttls=True), "one is set without the other")]
     for n, (smtp, why) in enumerate(refused):
         settings = _settings(tmp_path / str(n), alert_smtp_host="127.0.0.1", alert_smtp_port=mailbox.port,
                              alert_email_to="oncall@lender.example", **smtp)
